@@ -1,0 +1,183 @@
+//! Conv2d, Linear and pooling with timm's padding rules (spec §2.1, §2.2).
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{avg_pool2d, conv2d, linear, max_pool2d};
+use burn::tensor::ops::{ConvOptions, PadMode};
+use burn::tensor::Tensor;
+
+use super::init::{param, weight_and_bias, Fans, InitRole};
+use crate::config::{PaddingMode, PoolType};
+
+/// TF SAME total padding for one spatial dim: `max((ceil(n/s) - 1)·s + (k - 1)·d + 1 - n, 0)`.
+pub fn same_pad_total(size: usize, kernel: usize, stride: usize, dilation: usize) -> usize {
+    let out = size.div_ceil(stride);
+    ((out.saturating_sub(1)) * stride + (kernel - 1) * dilation + 1).saturating_sub(size)
+}
+
+/// Pad `x` TF-style: `total / 2` before, the rest after (so k3 s2 on even sizes pads 0 / 1).
+pub fn pad_same<B: Backend>(x: Tensor<B, 4>, kernel: usize, stride: usize, value: f32) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let (ph, pw) = (same_pad_total(h, kernel, stride, 1), same_pad_total(w, kernel, stride, 1));
+    if ph == 0 && pw == 0 {
+        return x;
+    }
+    x.pad((pw / 2, pw - pw / 2, ph / 2, ph - ph / 2), PadMode::Constant(value))
+}
+
+/// `nn.Conv2d` / timm `create_conv2d` (which defaults to `bias=False`).
+#[derive(Module, Debug)]
+pub struct Conv2d<B: Backend> {
+    pub weight: Param<Tensor<B, 4>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    pub stride: usize,
+    pub groups: usize,
+    pub padding: PaddingMode,
+}
+
+/// Everything that decides a conv's shape and init.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub in_ch: usize,
+    pub out_ch: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub groups: usize,
+    pub bias: bool,
+    pub padding: PaddingMode,
+    pub role: InitRole,
+    pub in_mlp: bool,
+}
+
+impl ConvSpec {
+    pub fn new(in_ch: usize, out_ch: usize, kernel: usize, role: InitRole) -> Self {
+        Self { in_ch, out_ch, kernel, stride: 1, groups: 1, bias: false, padding: PaddingMode::Symmetric, role, in_mlp: false }
+    }
+
+    pub fn stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    pub fn padding(mut self, padding: PaddingMode) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    pub fn in_mlp(mut self, in_mlp: bool) -> Self {
+        self.in_mlp = in_mlp;
+        self
+    }
+
+    pub fn init<B: Backend>(self, device: &B::Device) -> Conv2d<B> {
+        let in_per_group = self.in_ch / self.groups;
+        let fans = Fans::conv(self.out_ch, in_per_group, [self.kernel, self.kernel], self.groups);
+        let (w_init, b_init) = weight_and_bias(self.role, fans, true, self.in_mlp);
+        Conv2d {
+            weight: param([self.out_ch, in_per_group, self.kernel, self.kernel], w_init, device),
+            bias: self.bias.then(|| param([self.out_ch], b_init, device)),
+            stride: self.stride,
+            groups: self.groups,
+            padding: self.padding,
+        }
+    }
+}
+
+impl<B: Backend> Conv2d<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let kernel = self.weight.lazy_shape().dims::<4>()[2];
+        let bias = self.bias.as_ref().map(|b| b.val());
+        // Static padding unless TF SAME needs a stride/size-dependent asymmetric pad (spec §2.1).
+        let dynamic = self.padding == PaddingMode::Same && !(self.stride == 1 && (kernel - 1) % 2 == 0);
+        let (x, pad) = if dynamic {
+            (pad_same(x, kernel, self.stride, 0.0), 0)
+        } else {
+            (x, ((self.stride - 1) + (kernel - 1)) / 2)
+        };
+        let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
+        conv2d(x, self.weight.val(), bias, options)
+    }
+}
+
+/// `nn.Linear`, weight stored as PyTorch does: `[out, in]`.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn new(in_f: usize, out_f: usize, bias: bool, role: InitRole, in_mlp: bool, device: &B::Device) -> Self {
+        let (w_init, b_init) = weight_and_bias(role, Fans::linear(out_f, in_f), false, in_mlp);
+        Self {
+            weight: param([out_f, in_f], w_init, device),
+            bias: bias.then(|| param([out_f], b_init, device)),
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        linear(x, self.weight.val().transpose(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// The pooling of timm's `Downsample2d` / `create_pool2d` for one `pool_type`.
+pub fn pool2d<B: Backend>(x: Tensor<B, 4>, pool: PoolType, padding: PaddingMode) -> Tensor<B, 4> {
+    let same = padding == PaddingMode::Same;
+    match pool {
+        PoolType::Avg2 | PoolType::Unset => {
+            let x = if same { pad_same(x, 2, 2, 0.0) } else { x };
+            avg_pool2d(x, [2, 2], [2, 2], [0, 0], true, false)
+        }
+        PoolType::Max2 => {
+            let x = if same { pad_same(x, 2, 2, f32::NEG_INFINITY) } else { x };
+            max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+        }
+        // AvgPool2dSame pads zeros itself, so they count; the symmetric variant excludes them.
+        PoolType::Avg if same => avg_pool2d(pad_same(x, 3, 2, 0.0), [3, 3], [2, 2], [0, 0], true, false),
+        PoolType::Avg => avg_pool2d(x, [3, 3], [2, 2], [1, 1], false, false),
+        PoolType::Max if same => max_pool2d(pad_same(x, 3, 2, f32::NEG_INFINITY), [3, 3], [2, 2], [0, 0], [1, 1], false),
+        PoolType::Max => max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false),
+    }
+}
+
+/// timm `Downsample2d`: pool, then a 1x1 `expand` conv when the width changes.
+#[derive(Module, Debug)]
+pub struct Downsample2d<B: Backend> {
+    pub expand: Option<Conv2d<B>>,
+    pub pool: PoolType,
+    pub padding: PaddingMode,
+}
+
+impl<B: Backend> Downsample2d<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dim: usize,
+        dim_out: usize,
+        pool: PoolType,
+        padding: PaddingMode,
+        bias: bool,
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
+        let expand = (dim != dim_out).then(|| ConvSpec::new(dim, dim_out, 1, role).bias(bias).init(device));
+        Self { expand, pool, padding }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = pool2d(x, self.pool, self.padding);
+        match &self.expand {
+            Some(conv) => conv.forward(x),
+            None => x,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Building blocks shared by every MaxxViT-family block.
+
+pub mod buffer;
+pub mod conv;
+pub mod init;
+pub mod norm;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+pub use buffer::Buffer;
+pub use conv::{pool2d, Conv2d, ConvSpec, Downsample2d, Linear};
+pub use init::{Init, InitRole};
+pub use norm::{drop_path, dropout, BatchNorm2d, LayerNorm, LayerNorm2d, LayerScale, Norm2d};
+
+use crate::config::ActLayer;
+
+/// timm `Mlp` (channels-last Linear layers): fc1 → act → drop → fc2 → drop (spec §2.5).
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+    pub act: ActLayer,
+    pub drop1: f64,
+    pub drop2: f64,
+}
+
+impl<B: Backend> Mlp<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        in_f: usize,
+        hidden: usize,
+        out_f: usize,
+        act: ActLayer,
+        drop: (f64, f64),
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            fc1: Linear::new(in_f, hidden, true, role, true, device),
+            fc2: Linear::new(hidden, out_f, true, role, true, device),
+            act,
+            drop1: drop.0,
+            drop2: drop.1,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop1);
+        dropout(self.fc2.forward(x), self.drop2)
+    }
+}
+
+/// timm `ConvMlp` (NCHW, 1x1 convs): fc1 → act → drop → fc2.
+#[derive(Module, Debug)]
+pub struct ConvMlp<B: Backend> {
+    pub fc1: Conv2d<B>,
+    pub fc2: Conv2d<B>,
+    pub act: ActLayer,
+    pub drop: f64,
+}
+
+impl<B: Backend> ConvMlp<B> {
+    pub fn new(dim: usize, hidden: usize, bias: bool, act: ActLayer, drop: f64, role: InitRole, device: &B::Device) -> Self {
+        Self {
+            fc1: ConvSpec::new(dim, hidden, 1, role).bias(bias).in_mlp(true).init(device),
+            fc2: ConvSpec::new(hidden, dim, 1, role).bias(bias).in_mlp(true).init(device),
+            act,
+            drop,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop);
+        self.fc2.forward(x)
+    }
+}
