@@ -214,10 +214,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     result.map_err(io)
 }
 
-/// Save the model's state dict in timm layout (a file `timm.create_model(...).load_state_dict`
-/// accepts as is).
+/// The header metadata `safetensors.torch.save_file` writes (and HF loaders look for).
+pub fn torch_metadata() -> HashMap<String, String> {
+    HashMap::from([("format".to_string(), "pt".to_string())])
+}
+
+/// Save the model's state dict in timm layout: the same bytes `safetensors.torch.save_file(
+/// model.state_dict())` writes, so `timm.create_model(...).load_state_dict` takes it as is.
 pub fn save_safetensors<B: Backend>(model: &MaxxVit<B>, path: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
-    write_atomic(path, &serialize_state_dict(&model.state_dict(), dtype, None)?)
+    write_atomic(path, &serialize_state_dict(&model.state_dict(), dtype, Some(torch_metadata()))?)
 }
 
 /// How strictly a checkpoint must match the model.
