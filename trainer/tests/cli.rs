@@ -1,0 +1,94 @@
+//! The `trainer` binary end to end.
+
+use std::path::Path;
+use std::process::Command;
+
+use model::golden::{case_dirs, golden_dir, read_tensors, rel_l2, OUTPUT_TOL};
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("maxxvit-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn predict_on_golden_tensors_reproduces_timms_eval_outputs() {
+    let out_dir = scratch("predict");
+    let cases = case_dirs(&golden_dir()).unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let out = out_dir.join(format!("{}.safetensors", case.file_name().unwrap().to_string_lossy()));
+        let status = trainer()
+            .args(["predict", "--model-config"])
+            .arg(case.join("model.json"))
+            .arg("--weights")
+            .arg(case.join("weights.safetensors"))
+            .arg("--tensor-input")
+            .arg(case.join("io.safetensors"))
+            .arg("--save")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}: {}", case.display(), String::from_utf8_lossy(&status.stderr));
+        let stdout = String::from_utf8_lossy(&status.stdout);
+        assert_eq!(stdout.lines().count(), 2, "one top-5 line per input:\n{stdout}");
+        let ours = read_tensors(&out).unwrap();
+        let timm = read_tensors(&case.join("io.safetensors")).unwrap();
+        for (name, reference) in [("logits", "eval.logits"), ("pre_logits", "eval.pre_logits"), ("features", "eval.features")] {
+            assert_eq!(ours[name].shape, timm[reference].shape, "{name}");
+            let err = rel_l2(&ours[name].f32, &timm[reference].f32, 0.0);
+            assert!(err < OUTPUT_TOL, "{}: {name} rel err {err:.2e}", case.display());
+        }
+    }
+}
+
+fn stderr_of(args: &[&str]) -> String {
+    let out = trainer().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn predict_failures_name_the_file() {
+    let case = case_dirs(&golden_dir()).unwrap().remove(0);
+    let config = case.join("model.json");
+    let garbage = scratch("bad").join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not safetensors").unwrap();
+    let err = stderr_of(&[
+        "predict",
+        "--model-config",
+        config.to_str().unwrap(),
+        "--weights",
+        garbage.to_str().unwrap(),
+        "--tensor-input",
+        case.join("io.safetensors").to_str().unwrap(),
+    ]);
+    assert!(err.contains("garbage.safetensors") && err.contains("not a valid safetensors"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let err = stderr_of(&["predict", "--model", "no_such_model", "--weights", "x.safetensors", "img.png"]);
+    assert!(err.contains("unknown model 'no_such_model'"), "{err}");
+}
+
+#[test]
+fn models_lists_all_58_and_inspect_prints_timm_keys() {
+    let out = trainer().arg("models").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 59, "header + 58 models");
+    let base = text.lines().find(|l| l.starts_with("maxxvitv2_rmlp_base_rw_224 ")).unwrap();
+    assert!(base.contains("116.09") && base.contains("24.15"), "{base}");
+
+    let out = trainer().args(["inspect", "maxxvitv2_nano_rw_256"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let keys: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(keys.len(), 182, "spec §4.4 lists 182 entries");
+    assert_eq!(keys[0], "stem.conv1.weight\t[48, 3, 3, 3]\tF32");
+    assert!(text.contains("stages.3.blocks.0.attn_grid.attn.rel_pos.relative_position_bias_table\t[225, 24]\tF32"));
+    let _ = Path::new("");
+}
