@@ -329,8 +329,7 @@ impl MaxxVitConvCfg {
     }
 
     pub fn eps(&self) -> f64 {
-        self.norm_eps
-            .unwrap_or(if self.block_type == ConvBlockType::Mbconv { 1e-5 } else { 1e-6 })
+        self.norm_eps.unwrap_or(if self.block_type == ConvBlockType::Mbconv { 1e-5 } else { 1e-6 })
     }
 
     pub fn layer_scale(&self) -> Option<f64> {
@@ -387,11 +386,7 @@ impl MaxxVitConfig {
 
     /// Per-stage block kinds, extended to each stage's depth.
     pub fn stage_blocks(&self) -> Vec<Vec<BlockKind>> {
-        self.depths
-            .iter()
-            .zip(&self.block_type)
-            .map(|(depth, kinds)| kinds.extend(*depth))
-            .collect()
+        self.depths.iter().zip(&self.block_type).map(|(depth, kinds)| kinds.extend(*depth)).collect()
     }
 
     pub fn num_features(&self) -> usize {

@@ -122,7 +122,12 @@ impl<B: Backend> MaxxVit<B> {
                     Block::Transformer(t) => transformer(t, hw),
                     Block::MaxxVit(m) => {
                         let (c, out) = conv_block(&m.conv, hw);
-                        let attn = m.attn_block.iter().chain(std::iter::once(&m.attn_grid)).map(|p| partition(p, out)).sum::<u64>();
+                        let attn = m
+                            .attn_block
+                            .iter()
+                            .chain(std::iter::once(&m.attn_grid))
+                            .map(|p| partition(p, out))
+                            .sum::<u64>();
                         (c + attn, out)
                     }
                     Block::Parallel(p) => {

@@ -59,8 +59,8 @@ impl GoldenCase {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join("model.json");
         let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-        let json: CaseJson = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+        let json: CaseJson =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
         let args = ModelArgs {
             img_size: json.img_size,
             in_chans: json.in_chans,
@@ -72,7 +72,13 @@ impl GoldenCase {
             rel_pos_mlp_drop: if json.dropout_disabled_in_train.is_empty() { 0.125 } else { 0.0 },
             features_only: false,
         };
-        Ok(Self { name: json.case, dir: dir.to_path_buf(), cfg: json.cfg, args, grad_global_norm: json.grad_global_norm })
+        Ok(Self {
+            name: json.case,
+            dir: dir.to_path_buf(),
+            cfg: json.cfg,
+            args,
+            grad_global_norm: json.grad_global_norm,
+        })
     }
 
     pub fn weights(&self) -> PathBuf {
@@ -97,10 +103,17 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, IoTensor>, ModelError
     for (name, view) in file.tensors() {
         let data = view.data();
         let (f32s, i64s) = match view.dtype() {
-            safetensors::Dtype::F32 => (data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), vec![]),
-            safetensors::Dtype::I64 => (vec![], data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+            safetensors::Dtype::F32 => {
+                (data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(), vec![])
+            }
+            safetensors::Dtype::I64 => {
+                (vec![], data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+            }
             other => {
-                return Err(ModelError::Format { path: path.to_path_buf(), reason: format!("tensor {name} has dtype {other:?}") })
+                return Err(ModelError::Format {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor {name} has dtype {other:?}"),
+                })
             }
         };
         out.insert(name, IoTensor { shape: view.shape().to_vec(), f32: f32s, i64: i64s });
@@ -108,21 +121,27 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, IoTensor>, ModelError
     Ok(out)
 }
 
-/// The golden directory: `$MAXXVIT_GOLDEN_DIR`, else `../shared/golden` beside the repository.
+/// The shared reference directory: `$MAXXVIT_SHARED_DIR`, else `../shared` beside the repository.
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("MAXXVIT_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    }
+}
+
+/// The golden directory: `$MAXXVIT_GOLDEN_DIR`, else `golden/` in [`shared_dir`].
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("MAXXVIT_GOLDEN_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"),
+        None => shared_dir().join("golden"),
     }
 }
 
 /// Every case directory (one holding a `model.json`), sorted by name.
 pub fn case_dirs(root: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let entries = std::fs::read_dir(root).map_err(|source| ModelError::Io { path: root.to_path_buf(), source })?;
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("model.json").is_file())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.json").is_file()).collect();
     dirs.sort();
     Ok(dirs)
 }

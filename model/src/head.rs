@@ -31,7 +31,11 @@ impl GlobalPool {
     }
 
     pub fn feature_multiplier(self) -> usize {
-        if self == Self::CatAvgMax { 2 } else { 1 }
+        if self == Self::CatAvgMax {
+            2
+        } else {
+            1
+        }
     }
 
     /// `[B, C, H, W]` → `[B, C·m, 1, 1]`.

@@ -127,7 +127,11 @@ impl<B: Backend> MaxxVit<B> {
             (None, Some(head))
         } else {
             let fc_in = num_features * pool.feature_multiplier();
-            let head = Head::Classifier(ClassifierHead { fc: new_fc(fc_in, args.num_classes, device), pool, drop_rate: args.drop_rate });
+            let head = Head::Classifier(ClassifierHead {
+                fc: new_fc(fc_in, args.num_classes, device),
+                pool,
+                drop_rate: args.drop_rate,
+            });
             (Some(final_norm(num_features)), Some(head))
         };
         Ok(Self { stem, stages, norm, head, cfg, args: args.clone() })
@@ -180,7 +184,8 @@ impl<B: Backend> MaxxVit<B> {
 
     /// timm `feature_info`: stem at reduction 2, then each stage.
     pub fn feature_info(&self) -> Vec<FeatureInfo> {
-        let mut info = vec![FeatureInfo { num_chs: self.cfg.stem_width.pair()[1], reduction: 2, module: "stem".into() }];
+        let mut info =
+            vec![FeatureInfo { num_chs: self.cfg.stem_width.pair()[1], reduction: 2, module: "stem".into() }];
         for (i, dim) in self.cfg.embed_dim.iter().enumerate() {
             info.push(FeatureInfo { num_chs: *dim, reduction: 4 << i, module: format!("stages.{i}") });
         }
@@ -201,6 +206,7 @@ impl<B: Backend> MaxxVit<B> {
 
     /// True when some norm runs on batch statistics in training (MBConv stems/blocks, BN T-blocks).
     pub fn has_batch_norm(&self) -> bool {
-        self.cfg.conv_cfg.norm_layer == NormLayer::BatchNorm2d || self.cfg.transformer_cfg.norm_layer == NormLayer::BatchNorm2d
+        self.cfg.conv_cfg.norm_layer == NormLayer::BatchNorm2d
+            || self.cfg.transformer_cfg.norm_layer == NormLayer::BatchNorm2d
     }
 }

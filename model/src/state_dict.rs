@@ -38,7 +38,11 @@ pub struct KeyInfo {
 impl KeyInfo {
     /// The safetensors dtype timm writes for this entry.
     pub fn dtype(&self) -> &'static str {
-        if self.kind == EntryKind::Counter { "I64" } else { "F32" }
+        if self.kind == EntryKind::Counter {
+            "I64"
+        } else {
+            "F32"
+        }
     }
 }
 
@@ -144,14 +148,18 @@ impl<B: Backend> ModuleVisitor<B> for ValueCollector {
 impl<B: Backend> MaxxVit<B> {
     /// Keys, shapes and kinds in timm's `state_dict()` order, without touching lazy weights.
     pub fn state_dict_keys(&self) -> Vec<KeyInfo> {
-        let mut lister = KeyLister { path: KeyPath { features_only: self.args.features_only, ..Default::default() }, keys: vec![] };
+        let mut lister =
+            KeyLister { path: KeyPath { features_only: self.args.features_only, ..Default::default() }, keys: vec![] };
         self.visit(&mut lister);
         lister.keys
     }
 
     /// The full state dict as host values (materialises lazy parameters).
     pub fn state_dict(&self) -> Vec<(KeyInfo, Values)> {
-        let mut collector = ValueCollector { path: KeyPath { features_only: self.args.features_only, ..Default::default() }, values: vec![] };
+        let mut collector = ValueCollector {
+            path: KeyPath { features_only: self.args.features_only, ..Default::default() },
+            values: vec![],
+        };
         self.visit(&mut collector);
         collector.values
     }
@@ -177,7 +185,9 @@ pub fn serialize_state_dict(
             Values::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             Values::F32(v) => match dtype {
                 SaveDtype::F32 => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                SaveDtype::BF16 => (Dtype::BF16, v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect()),
+                SaveDtype::BF16 => {
+                    (Dtype::BF16, v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect())
+                }
                 SaveDtype::F16 => (Dtype::F16, v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()),
             },
         };
@@ -257,7 +267,9 @@ pub struct LoadMismatch {
 impl fmt::Display for LoadMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} does not match the model:", self.path.display())?;
-        for (label, keys) in [("missing", &self.missing), ("unexpected", &self.unexpected), ("mismatched", &self.mismatched)] {
+        for (label, keys) in
+            [("missing", &self.missing), ("unexpected", &self.unexpected), ("mismatched", &self.mismatched)]
+        {
             if !keys.is_empty() {
                 write!(f, "\n  {} {label} key(s):", keys.len())?;
                 for key in keys {
@@ -403,7 +415,8 @@ pub fn load_safetensors<B: Backend>(
         }
     }
     let known: std::collections::HashSet<&str> = expected.iter().map(|k| k.key.as_str()).collect();
-    let mut unexpected: Vec<String> = file.names().into_iter().filter(|k| !known.contains(k.as_str())).cloned().collect();
+    let mut unexpected: Vec<String> =
+        file.names().into_iter().filter(|k| !known.contains(k.as_str())).cloned().collect();
     unexpected.sort();
     match mode {
         LoadMode::Strict => mismatch.unexpected = unexpected,

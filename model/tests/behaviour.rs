@@ -56,11 +56,23 @@ fn log_coords_are_mode_cr() {
 #[test]
 fn tf_bias_is_key_minus_query() {
     let device = Default::default();
-    let RelPos::BiasTf(mut r) = RelPos::<Flex>::new(model::config::RelPosType::BiasTf, [2, 2], 1, 0, 0.0, model::layers::InitRole::TorchDefault, &device).unwrap() else {
+    let RelPos::BiasTf(mut r) = RelPos::<Flex>::new(
+        model::config::RelPosType::BiasTf,
+        [2, 2],
+        1,
+        0,
+        0.0,
+        model::layers::InitRole::TorchDefault,
+        &device,
+    )
+    .unwrap() else {
         unreachable!()
     };
     let table: Vec<f32> = (0..9).map(|v| v as f32).collect();
-    r = RelPosBiasTf { relative_position_bias_table: Param::from_data(TensorData::new(table, [1, 3, 3]), &device), ..r };
+    r = RelPosBiasTf {
+        relative_position_bias_table: Param::from_data(TensorData::new(table, [1, 3, 3]), &device),
+        ..r
+    };
     let bias = RelPos::BiasTf(r).bias().reshape([4, 4]);
     assert_eq!(values(bias), vec![4., 5., 7., 8., 3., 4., 6., 7., 1., 2., 4., 5., 0., 1., 3., 4.]);
 }
@@ -124,7 +136,9 @@ fn features_only_renames_stages_and_drops_norm_and_head() {
 fn reset_classifier_replaces_only_the_head() {
     let device = Default::default();
     let (entry, _) = lookup("test_maxvit").unwrap();
-    let model = MaxxVit::<Flex>::new(&entry.config(), &ModelArgs { num_classes: 11821, ..entry.default_args() }, &device).unwrap();
+    let model =
+        MaxxVit::<Flex>::new(&entry.config(), &ModelArgs { num_classes: 11821, ..entry.default_args() }, &device)
+            .unwrap();
     let before: HashMap<String, Vec<usize>> = model.state_dict_keys().into_iter().map(|k| (k.key, k.shape)).collect();
     let model = model.reset_classifier(1000, &device);
     let after: HashMap<String, Vec<usize>> = model.state_dict_keys().into_iter().map(|k| (k.key, k.shape)).collect();
@@ -153,7 +167,11 @@ fn rel_pos_mlp_dropout_and_drop_path_act_only_in_training() {
         assert_ne!(a, b, "{label}: training forwards should differ");
         let eval = model.valid();
         let xe = x.clone().inner();
-        assert_eq!(eval.forward(xe.clone()).into_data(), eval.forward(xe).into_data(), "{label}: eval is deterministic");
+        assert_eq!(
+            eval.forward(xe.clone()).into_data(),
+            eval.forward(xe).into_data(),
+            "{label}: eval is deterministic"
+        );
     }
     let quiet = MaxxVit::<Ad>::new(&c.cfg, &ModelArgs { rel_pos_mlp_drop: 0.0, ..c.args.clone() }, &device).unwrap();
     // Batch-norm stats move between calls, but with no randomness both calls see the same batch.
@@ -184,7 +202,8 @@ fn initialisation_follows_timm_schemes() {
     let cfg = MaxxVitConfig { depths: vec![1, 1, 1, 1], ..entry.config() };
     let model = MaxxVit::<Flex>::new(&cfg, &entry.default_args(), &device).unwrap();
     let w = by_key(&model);
-    let close = |got: f64, want: f64, what: &str| assert!((got / want - 1.0).abs() < 0.1, "{what}: std {got:.5} vs {want:.5}");
+    let close =
+        |got: f64, want: f64, what: &str| assert!((got / want - 1.0).abs() < 0.1, "{what}: std {got:.5} vs {want:.5}");
 
     // vit_eff `_init_conv`: N(0, sqrt(2 / fan_out)), fan_out = k·k·out / groups.
     close(std_of(&w["stages.1.blocks.0.conv.conv1_1x1.weight"]), (2.0f64 / 384.0).sqrt(), "conv1_1x1");

@@ -37,7 +37,9 @@ impl Checker<'_> {
             return;
         };
         let ref_shape: Vec<usize> = reference.shape.clone();
-        if ref_shape.iter().product::<usize>() != shape.iter().product::<usize>() || (ref_shape != shape && !ref_shape.is_empty()) {
+        if ref_shape.iter().product::<usize>() != shape.iter().product::<usize>()
+            || (ref_shape != shape && !ref_shape.is_empty())
+        {
             self.failures.push(format!("{}: {name}: shape {shape:?}, fixture {ref_shape:?}", self.case));
             return;
         }
@@ -54,7 +56,8 @@ fn check_case(case: &GoldenCase, failures: &mut Vec<String>) -> usize {
     let io = case.io().unwrap_or_else(|e| panic!("{}: {e}", case.name));
     let mut c = Checker { case: case.name.clone(), io: &io, failures: vec![], checked: 0 };
     let model = MaxxVit::<Ad>::new(&case.cfg, &case.args, &device).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-    let (model, _) = load_safetensors(model, &case.weights(), LoadMode::Strict).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let (model, _) =
+        load_safetensors(model, &case.weights(), LoadMode::Strict).unwrap_or_else(|e| panic!("{}: {e}", case.name));
 
     // Eval: the inner (non-autodiff) model uses running stats and no dropout.
     let eval = model.valid();

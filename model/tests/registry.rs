@@ -3,7 +3,6 @@
 //! (built lazily: no weight of the big models is allocated).
 
 use std::io::Read;
-use std::path::Path;
 
 use burn::backend::Flex;
 use model::registry::{lookup, model_names};
@@ -11,7 +10,7 @@ use model::MaxxVit;
 use serde_json::Value;
 
 fn timm_keys() -> serde_json::Map<String, Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/timm_keys/maxxvit_family.json.gz");
+    let path = model::golden::shared_dir().join("timm_keys/maxxvit_family.json.gz");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut text = String::new();
     flate2::read::GzDecoder::new(file).read_to_string(&mut text).unwrap();
@@ -90,7 +89,8 @@ fn every_registered_model_has_timms_state_dict_layout() {
         let (reg, _) = lookup(&name).unwrap();
         let model = MaxxVit::<Flex>::new(&reg.config(), &reg.default_args(), &device).unwrap();
         let keys = model.state_dict_keys();
-        let expected: Vec<&str> = entry["state_dict_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+        let expected: Vec<&str> =
+            entry["state_dict_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
         let ours: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
         if ours != expected {
             let missing: Vec<_> = expected.iter().filter(|k| !ours.contains(k)).collect();
@@ -105,7 +105,14 @@ fn every_registered_model_has_timms_state_dict_layout() {
             let timm = params.get(&info.key).or_else(|| buffers.get(&info.key)).unwrap();
             let (shape, dtype) = (shape_of(timm), timm[1].as_str().unwrap());
             if shape != info.shape || dtype != info.dtype() {
-                failures.push(format!("{name}: {} is {:?} {} in timm, {:?} {} here", info.key, shape, dtype, info.shape, info.dtype()));
+                failures.push(format!(
+                    "{name}: {} is {:?} {} in timm, {:?} {} here",
+                    info.key,
+                    shape,
+                    dtype,
+                    info.shape,
+                    info.dtype()
+                ));
             }
             if params.contains_key(&info.key) {
                 num_params += info.shape.iter().product::<usize>();

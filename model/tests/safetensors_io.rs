@@ -30,13 +30,11 @@ fn build(case: &GoldenCase) -> MaxxVit<Flex> {
 fn rewrite(src: &PathBuf, dst: &PathBuf, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) {
     let bytes = std::fs::read(src).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
+    let mut tensors: Vec<_> =
+        file.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
     edit(&mut tensors);
-    let views: Vec<_> = tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<_> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
     std::fs::write(dst, safetensors::serialize(views, &None).unwrap()).unwrap();
 }
 
@@ -123,12 +121,20 @@ fn bad_files_fail_with_the_file_and_key_named() {
         entry.2 = vec![entry.2.iter().product::<usize>()];
     });
     let msg = load_err(&case, &wrong_shape, LoadMode::Strict);
-    assert!(msg.contains("wrong_shape.safetensors") && msg.contains("stem.conv1.weight") && msg.contains("expected shape"), "{msg}");
+    assert!(
+        msg.contains("wrong_shape.safetensors") && msg.contains("stem.conv1.weight") && msg.contains("expected shape"),
+        "{msg}"
+    );
 
     let missing = dir.join("missing.safetensors");
     rewrite(&weights, &missing, |t| t.retain(|e| e.0 != "stages.0.blocks.0.conv.conv1_1x1.weight"));
     let msg = load_err(&case, &missing, LoadMode::Strict);
-    assert!(msg.contains("missing.safetensors") && msg.contains("missing key") && msg.contains("stages.0.blocks.0.conv.conv1_1x1.weight"), "{msg}");
+    assert!(
+        msg.contains("missing.safetensors")
+            && msg.contains("missing key")
+            && msg.contains("stages.0.blocks.0.conv.conv1_1x1.weight"),
+        "{msg}"
+    );
 
     let extra = dir.join("extra.safetensors");
     rewrite(&weights, &extra, |t| t.push(("head.extra.weight".into(), Dtype::F32, vec![1], vec![0; 4])));
@@ -205,7 +211,10 @@ fn head_fc(model: &MaxxVit<Flex>) -> Vec<f32> {
 fn serialised_dtypes_are_timms() {
     let entries = vec![
         (KeyInfo { key: "a.weight".into(), shape: vec![2], kind: EntryKind::Parameter }, Values::F32(vec![1.0, 2.0])),
-        (KeyInfo { key: "a.num_batches_tracked".into(), shape: vec![], kind: EntryKind::Counter }, Values::I64(vec![3])),
+        (
+            KeyInfo { key: "a.num_batches_tracked".into(), shape: vec![], kind: EntryKind::Counter },
+            Values::I64(vec![3]),
+        ),
     ];
     let bytes = serialize_state_dict(&entries, SaveDtype::F32, None).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -21,7 +21,9 @@ fn predicting_image_files_batch_by_batch_equals_one_direct_forward() {
         .iter()
         .enumerate()
         .map(|(i, (w, h))| {
-            let img = RgbImage::from_fn(*w, *h, |x, y| Rgb([(x * 3 + i as u32 * 50) as u8, (y * 2) as u8, ((x ^ y) * 5) as u8]));
+            let img = RgbImage::from_fn(*w, *h, |x, y| {
+                Rgb([(x * 3 + i as u32 * 50) as u8, (y * 2) as u8, ((x ^ y) * 5) as u8])
+            });
             let path = dir.join(format!("img{i}.png"));
             img.save(&path).unwrap();
             path
@@ -35,7 +37,15 @@ fn predicting_image_files_batch_by_batch_equals_one_direct_forward() {
 
     let spec = ModelSpec::from_file(&case_dir.join("model.json")).unwrap();
     let out = dir.join("pred.safetensors");
-    let args = PredictArgs { spec, weights, images: images.clone(), tensor_input: None, save: Some(out.clone()), labels: None, batch_size: 1 };
+    let args = PredictArgs {
+        spec,
+        weights,
+        images: images.clone(),
+        tensor_input: None,
+        save: Some(out.clone()),
+        labels: None,
+        batch_size: 1,
+    };
     run::<Flex>(&device, args).unwrap();
 
     let transform = EvalTransform {

@@ -90,6 +90,22 @@ enum Command {
         /// Image files (JPEG, PNG, WebP), preprocessed with the model's eval transform.
         images: Vec<PathBuf>,
     },
+    /// Images/s of forward+backward (train) or inference on random data.
+    Benchmark {
+        #[command(flatten)]
+        select: ModelSelect,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value = "train")]
+        mode: commands::benchmark::Mode,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+    },
 }
 
 fn main() {
@@ -114,8 +130,20 @@ fn run(cli: Cli) -> Result<()> {
             commands::inspect::run(&spec)
         }
         Command::Predict { select, weights, tensor_input, save, labels, batch_size, device, images } => {
-            let args = commands::predict::PredictArgs { spec: select.resolve()?, weights, images, tensor_input, save, labels, batch_size };
+            let args = commands::predict::PredictArgs {
+                spec: select.resolve()?,
+                weights,
+                images,
+                tensor_input,
+                save,
+                labels,
+                batch_size,
+            };
             with_backend!(device, |B, dev| commands::predict::run::<B>(&dev, args))
+        }
+        Command::Benchmark { select, batch_size, mode, warmup, steps, device } => {
+            let args = commands::benchmark::BenchArgs { spec: select.resolve()?, batch_size, mode, warmup, steps };
+            with_backend!(device, |B, dev| commands::benchmark::run::<B>(&dev, args))
         }
     }
 }

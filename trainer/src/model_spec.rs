@@ -33,7 +33,8 @@ impl ModelSpec {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading model config {}", path.display()))?;
         let value: Value = if path.extension().is_some_and(|e| e == "toml") {
-            let table: toml::Value = toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+            let table: toml::Value =
+                toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
             serde_json::to_value(table)?
         } else {
             serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?

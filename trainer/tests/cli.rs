@@ -38,7 +38,9 @@ fn predict_on_golden_tensors_reproduces_timms_eval_outputs() {
         assert_eq!(stdout.lines().count(), 2, "one top-5 line per input:\n{stdout}");
         let ours = read_tensors(&out).unwrap();
         let timm = read_tensors(&case.join("io.safetensors")).unwrap();
-        for (name, reference) in [("logits", "eval.logits"), ("pre_logits", "eval.pre_logits"), ("features", "eval.features")] {
+        for (name, reference) in
+            [("logits", "eval.logits"), ("pre_logits", "eval.pre_logits"), ("features", "eval.features")]
+        {
             assert_eq!(ours[name].shape, timm[reference].shape, "{name}");
             let err = rel_l2(&ours[name].f32, &timm[reference].f32, 0.0);
             assert!(err < OUTPUT_TOL, "{}: {name} rel err {err:.2e}", case.display());

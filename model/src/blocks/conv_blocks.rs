@@ -6,10 +6,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::config::{ActLayer, ConvBlockType, MaxxVitConvCfg, PaddingMode, PoolType, StrideMode};
-use crate::layers::{
-    drop_path, pool2d, Conv2d, ConvMlp, ConvSpec, Downsample2d, InitRole, LayerScale, Norm2d,
-};
 use crate::layers::norm::layer_scale_2d;
+use crate::layers::{drop_path, pool2d, Conv2d, ConvMlp, ConvSpec, Downsample2d, InitRole, LayerScale, Norm2d};
 
 /// timm `make_divisible(v, 8)`.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {
@@ -74,7 +72,15 @@ pub struct MbConvBlock<B: Backend> {
 }
 
 impl<B: Backend> MbConvBlock<B> {
-    pub fn new(in_chs: usize, out_chs: usize, stride: usize, cfg: &MaxxVitConvCfg, drop_path: f64, role: InitRole, device: &B::Device) -> Self {
+    pub fn new(
+        in_chs: usize,
+        out_chs: usize,
+        stride: usize,
+        cfg: &MaxxVitConvCfg,
+        drop_path: f64,
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
         let mid = make_divisible((if cfg.expand_output { out_chs } else { in_chs }) as f64 * cfg.expand_ratio, 8);
         let groups = if cfg.group_size == 0 { 1 } else { mid / cfg.group_size };
         let eps = cfg.eps();
@@ -88,9 +94,8 @@ impl<B: Backend> MbConvBlock<B> {
         let rd = (cfg.attn_ratio * (if cfg.expand_output { out_chs } else { mid }) as f64) as usize;
         let se = || SqueezeExcite::new(mid, rd, cfg.attn_act_layer, role, device);
         Self {
-            shortcut: (stride == 2).then(|| {
-                Downsample2d::new(in_chs, out_chs, cfg.pool_type, cfg.padding, cfg.output_bias, role, device)
-            }),
+            shortcut: (stride == 2)
+                .then(|| Downsample2d::new(in_chs, out_chs, cfg.pool_type, cfg.padding, cfg.output_bias, role, device)),
             pre_norm: norm(in_chs),
             conv1_1x1: ConvSpec::new(in_chs, mid, 1, role).stride(stride_1).init(device),
             norm1: norm(mid),
@@ -153,11 +158,25 @@ pub struct ConvNeXtBlock<B: Backend> {
 }
 
 impl<B: Backend> ConvNeXtBlock<B> {
-    pub fn new(in_chs: usize, out_chs: usize, stride: usize, cfg: &MaxxVitConvCfg, drop_path: f64, role: InitRole, device: &B::Device) -> Self {
+    pub fn new(
+        in_chs: usize,
+        out_chs: usize,
+        stride: usize,
+        cfg: &MaxxVitConvCfg,
+        drop_path: f64,
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
         let shortcut = if stride == 2 {
             // Always avg2 with a biased 1x1 expand, whatever the cfg says (spec §11.2).
             Some(ConvNeXtShortcut::Downsample(Downsample2d::new(
-                in_chs, out_chs, PoolType::Avg2, PaddingMode::Symmetric, true, role, device,
+                in_chs,
+                out_chs,
+                PoolType::Avg2,
+                PaddingMode::Symmetric,
+                true,
+                role,
+                device,
             )))
         } else if in_chs != out_chs {
             Some(ConvNeXtShortcut::Project(ConvSpec::new(in_chs, out_chs, 1, role).bias(cfg.output_bias).init(device)))
@@ -171,9 +190,21 @@ impl<B: Backend> ConvNeXtBlock<B> {
         Self {
             shortcut,
             // Always 7x7, ignoring conv_cfg.kernel_size (spec §11.2); out may be 2·in with groups=in.
-            conv_dw: ConvSpec::new(in_chs, out_chs, 7, role).stride(stride_dw).groups(in_chs).bias(cfg.output_bias).init(device),
+            conv_dw: ConvSpec::new(in_chs, out_chs, 7, role)
+                .stride(stride_dw)
+                .groups(in_chs)
+                .bias(cfg.output_bias)
+                .init(device),
             norm: Norm2d::new(cfg.norm_layer, out_chs, cfg.eps(), device),
-            mlp: ConvMlp::new(out_chs, (cfg.expand_ratio * out_chs as f64) as usize, cfg.output_bias, cfg.act_layer, 0.0, role, device),
+            mlp: ConvMlp::new(
+                out_chs,
+                (cfg.expand_ratio * out_chs as f64) as usize,
+                cfg.output_bias,
+                cfg.act_layer,
+                0.0,
+                role,
+                device,
+            ),
             ls: cfg.layer_scale().map(|v| LayerScale::new(out_chs, v, device)),
             down: (stride_pool == 2).then_some(cfg.downsample_pool_type),
             drop_path,
@@ -203,10 +234,22 @@ pub enum ConvBlock<B: Backend> {
 }
 
 impl<B: Backend> ConvBlock<B> {
-    pub fn new(in_chs: usize, out_chs: usize, stride: usize, cfg: &MaxxVitConvCfg, drop_path: f64, role: InitRole, device: &B::Device) -> Self {
+    pub fn new(
+        in_chs: usize,
+        out_chs: usize,
+        stride: usize,
+        cfg: &MaxxVitConvCfg,
+        drop_path: f64,
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
         match cfg.block_type {
-            ConvBlockType::Mbconv => Self::MbConv(MbConvBlock::new(in_chs, out_chs, stride, cfg, drop_path, role, device)),
-            ConvBlockType::Convnext => Self::ConvNeXt(ConvNeXtBlock::new(in_chs, out_chs, stride, cfg, drop_path, role, device)),
+            ConvBlockType::Mbconv => {
+                Self::MbConv(MbConvBlock::new(in_chs, out_chs, stride, cfg, drop_path, role, device))
+            }
+            ConvBlockType::Convnext => {
+                Self::ConvNeXt(ConvNeXtBlock::new(in_chs, out_chs, stride, cfg, drop_path, role, device))
+            }
         }
     }
 
@@ -228,7 +271,14 @@ pub struct Stem<B: Backend> {
 }
 
 impl<B: Backend> Stem<B> {
-    pub fn new(in_chans: usize, widths: [usize; 2], bias: bool, cfg: &MaxxVitConvCfg, role: InitRole, device: &B::Device) -> Self {
+    pub fn new(
+        in_chans: usize,
+        widths: [usize; 2],
+        bias: bool,
+        cfg: &MaxxVitConvCfg,
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
         let conv = |i, o, s| ConvSpec::new(i, o, 3, role).stride(s).bias(bias).padding(cfg.padding).init(device);
         Self {
             conv1: conv(in_chans, widths[0], 2),

@@ -100,7 +100,15 @@ impl<B: Backend> MaxxVitStage<B> {
                         ConvBlock::new(in_chs, out, stride, spec.conv_cfg, dpr, InitRole::TorchDefault, device)
                     }
                 }),
-                BlockKind::T => Block::Transformer(TransformerBlock2d::new(in_chs, out, stride, spec.feat_size, spec.attn, dpr, device)),
+                BlockKind::T => Block::Transformer(TransformerBlock2d::new(
+                    in_chs,
+                    out,
+                    stride,
+                    spec.feat_size,
+                    spec.attn,
+                    dpr,
+                    device,
+                )),
                 BlockKind::M => Block::MaxxVit(MaxxVitBlock {
                     conv: conv(in_chs, out, stride),
                     attn_block: (!spec.attn.cfg.no_block_attn)

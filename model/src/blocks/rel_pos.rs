@@ -136,9 +136,7 @@ impl<B: Backend> RelPos<B> {
     /// The additive bias `[heads, N, N]`.
     pub fn bias(&self) -> Tensor<B, 3> {
         match self {
-            Self::Bias(r) => {
-                gather_bias(r.relative_position_bias_table.val(), &r.index, r.window[0] * r.window[1])
-            }
+            Self::Bias(r) => gather_bias(r.relative_position_bias_table.val(), &r.index, r.window[0] * r.window[1]),
             Self::Mlp(r) => {
                 let table = r.mlp.forward(r.coords.clone());
                 let [a, b, heads] = table.dims();

@@ -21,7 +21,15 @@ pub struct AttnCtx<'a> {
 
 impl AttnCtx<'_> {
     fn rel_pos<B: Backend>(&self, window: [usize; 2], heads: usize, device: &B::Device) -> Option<RelPos<B>> {
-        RelPos::new(self.cfg.rel_pos_type, window, heads, self.cfg.rel_pos_dim, self.rel_pos_mlp_drop, self.role, device)
+        RelPos::new(
+            self.cfg.rel_pos_type,
+            window,
+            heads,
+            self.cfg.rel_pos_dim,
+            self.rel_pos_mlp_drop,
+            self.role,
+            device,
+        )
     }
 
     fn spec(&self, dim: usize, dim_out: usize, dim_attn: usize, head_first: bool) -> AttentionSpec {
@@ -75,11 +83,21 @@ pub struct TransformerBlock2d<B: Backend> {
 
 impl<B: Backend> TransformerBlock2d<B> {
     /// `feat_size` is this stage's output map: T blocks attend over all of it (spec §11.5).
-    pub fn new(dim: usize, dim_out: usize, stride: usize, feat_size: [usize; 2], ctx: AttnCtx, drop_path: f64, device: &B::Device) -> Self {
+    pub fn new(
+        dim: usize,
+        dim_out: usize,
+        stride: usize,
+        feat_size: [usize; 2],
+        ctx: AttnCtx,
+        drop_path: f64,
+        device: &B::Device,
+    ) -> Self {
         let cfg = ctx.cfg;
         let norm = |c| Norm2d::new(cfg.norm_layer, c, cfg.norm_eps, device);
         let (shortcut, norm1) = if stride == 2 {
-            let pool = |d_out, bias| Downsample2d::new(dim, d_out, cfg.pool_type, PaddingMode::Symmetric, bias, ctx.role, device);
+            let pool = |d_out, bias| {
+                Downsample2d::new(dim, d_out, cfg.pool_type, PaddingMode::Symmetric, bias, ctx.role, device)
+            };
             let down = pool(dim, true);
             (Some(pool(dim_out, cfg.shortcut_bias)), TransformerNorm1::WithDown(NormThenDown { norm: norm(dim), down }))
         } else {
@@ -114,7 +132,13 @@ impl<B: Backend> TransformerBlock2d<B> {
 }
 
 /// Pre-norm residual MLP shared by the channels-last attention blocks.
-fn mlp_residual<B: Backend>(x: Tensor<B, 4>, norm: &LayerNorm<B>, mlp: &Mlp<B>, ls: &Option<LayerScale<B>>, p: f64) -> Tensor<B, 4> {
+fn mlp_residual<B: Backend>(
+    x: Tensor<B, 4>,
+    norm: &LayerNorm<B>,
+    mlp: &Mlp<B>,
+    ls: &Option<LayerScale<B>>,
+    p: f64,
+) -> Tensor<B, 4> {
     let y = mlp.forward(norm.forward(x.clone()));
     x + drop_path(layer_scale_cl(ls, y), p)
 }

@@ -51,7 +51,17 @@ pub struct ConvSpec {
 
 impl ConvSpec {
     pub fn new(in_ch: usize, out_ch: usize, kernel: usize, role: InitRole) -> Self {
-        Self { in_ch, out_ch, kernel, stride: 1, groups: 1, bias: false, padding: PaddingMode::Symmetric, role, in_mlp: false }
+        Self {
+            in_ch,
+            out_ch,
+            kernel,
+            stride: 1,
+            groups: 1,
+            bias: false,
+            padding: PaddingMode::Symmetric,
+            role,
+            in_mlp: false,
+        }
     }
 
     pub fn stride(mut self, stride: usize) -> Self {
@@ -119,10 +129,7 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     pub fn new(in_f: usize, out_f: usize, bias: bool, role: InitRole, in_mlp: bool, device: &B::Device) -> Self {
         let (w_init, b_init) = weight_and_bias(role, Fans::linear(out_f, in_f), false, in_mlp);
-        Self {
-            weight: param([out_f, in_f], w_init, device),
-            bias: bias.then(|| param([out_f], b_init, device)),
-        }
+        Self { weight: param([out_f, in_f], w_init, device), bias: bias.then(|| param([out_f], b_init, device)) }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
@@ -145,7 +152,9 @@ pub fn pool2d<B: Backend>(x: Tensor<B, 4>, pool: PoolType, padding: PaddingMode)
         // AvgPool2dSame pads zeros itself, so they count; the symmetric variant excludes them.
         PoolType::Avg if same => avg_pool2d(pad_same(x, 3, 2, 0.0), [3, 3], [2, 2], [0, 0], true, false),
         PoolType::Avg => avg_pool2d(x, [3, 3], [2, 2], [1, 1], false, false),
-        PoolType::Max if same => max_pool2d(pad_same(x, 3, 2, f32::NEG_INFINITY), [3, 3], [2, 2], [0, 0], [1, 1], false),
+        PoolType::Max if same => {
+            max_pool2d(pad_same(x, 3, 2, f32::NEG_INFINITY), [3, 3], [2, 2], [0, 0], [1, 1], false)
+        }
         PoolType::Max => max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false),
     }
 }

@@ -34,11 +34,19 @@ pub enum InitRole {
 
 impl InitRole {
     pub fn conv(scheme: WeightInit) -> Self {
-        if scheme == WeightInit::TorchDefault { Self::TorchDefault } else { Self::Conv(scheme) }
+        if scheme == WeightInit::TorchDefault {
+            Self::TorchDefault
+        } else {
+            Self::Conv(scheme)
+        }
     }
 
     pub fn transformer(scheme: WeightInit) -> Self {
-        if scheme == WeightInit::TorchDefault { Self::TorchDefault } else { Self::Transformer(scheme) }
+        if scheme == WeightInit::TorchDefault {
+            Self::TorchDefault
+        } else {
+            Self::Transformer(scheme)
+        }
     }
 }
 

@@ -62,7 +62,15 @@ pub struct ConvMlp<B: Backend> {
 }
 
 impl<B: Backend> ConvMlp<B> {
-    pub fn new(dim: usize, hidden: usize, bias: bool, act: ActLayer, drop: f64, role: InitRole, device: &B::Device) -> Self {
+    pub fn new(
+        dim: usize,
+        hidden: usize,
+        bias: bool,
+        act: ActLayer,
+        drop: f64,
+        role: InitRole,
+        device: &B::Device,
+    ) -> Self {
         Self {
             fc1: ConvSpec::new(dim, hidden, 1, role).bias(bias).in_mlp(true).init(device),
             fc2: ConvSpec::new(hidden, dim, 1, role).bias(bias).in_mlp(true).init(device),

@@ -84,7 +84,8 @@ pub fn lookup(name: &str) -> Result<(ModelEntry, &'static PretrainedCfg), ModelE
         return Err(ModelError::UnknownModel(name.to_string()));
     };
     // timm `_create_maxxvit`: the cfg key is the name, or the name without its `_224`-like suffix.
-    let cfg_name = if model_cfg(base).is_some() { base.to_string() } else { base.rsplit_once('_').unwrap().0.to_string() };
+    let cfg_name =
+        if model_cfg(base).is_some() { base.to_string() } else { base.rsplit_once('_').unwrap().0.to_string() };
     let entry = ModelEntry { name: first.model, cfg_name, tags };
     let selected = match tag {
         None => entry.default_tag(),
@@ -220,7 +221,12 @@ impl RwMax {
 }
 
 /// timm `_next_cfg` (ConvNeXt conv blocks): `init_values` is (conv, transformer).
-fn next_cfg(mut cfg: MaxxVitConfig, no_block_attn: bool, init_values: (Option<f64>, Option<f64>), rel_pos_type: RelPosType) -> MaxxVitConfig {
+fn next_cfg(
+    mut cfg: MaxxVitConfig,
+    no_block_attn: bool,
+    init_values: (Option<f64>, Option<f64>),
+    rel_pos_type: RelPosType,
+) -> MaxxVitConfig {
     cfg.conv_cfg = MaxxVitConvCfg {
         block_type: ConvBlockType::Convnext,
         expand_output: false,
@@ -267,53 +273,118 @@ fn paper_coatnet(embed_dim: [usize; 4], depths: [usize; 4], stem: usize, head_hi
 pub fn model_cfg(name: &str) -> Option<MaxxVitConfig> {
     use StemWidth::{One, Two};
     let w = |a, b| Two([a, b]);
-    let (d96, d64, d128, d192, d32) = ([96, 192, 384, 768], [64, 128, 256, 512], [128, 256, 512, 1024], [192, 384, 768, 1536], [32, 64, 128, 256]);
+    let (d96, d64, d128, d192, d32) =
+        ([96, 192, 384, 768], [64, 128, 256, 512], [128, 256, 512, 1024], [192, 384, 768, 1536], [32, 64, 128, 256]);
     let dw = StrideMode::Dw;
     let mlp = RelPosType::Mlp;
     let coat = |e, d, s, o: RwCoat| o.apply(base(e, d, s, COAT));
     let max = |e, d, s, o: RwMax| o.apply(base(e, d, s, MAX));
     let cfg = match name {
-        "coatnet_pico_rw" => RwMax { conv_output_bias: true, conv_attn_ratio: 0.25, ..Default::default() }.apply(base(d64, [2, 3, 5, 2], w(32, 64), COAT)),
-        "coatnet_nano_rw" => RwMax { stride_mode: StrideMode::Pool, conv_output_bias: true, conv_attn_ratio: 0.25, ..Default::default() }
-            .apply(base(d64, [3, 4, 6, 3], w(32, 64), COAT)),
-        "coatnet_0_rw" => coat(d96, [2, 3, 7, 2], w(32, 64), RwCoat { conv_attn_early: true, transformer_shortcut_bias: false, ..Default::default() }),
-        "coatnet_1_rw" => coat(d96, [2, 6, 14, 2], w(32, 64), RwCoat { stride_mode: dw, conv_attn_early: true, transformer_shortcut_bias: false, ..Default::default() }),
-        "coatnet_2_rw" => coat(d128, [2, 6, 14, 2], w(64, 128), RwCoat { stride_mode: dw, conv_attn_act_layer: ActLayer::Silu, ..Default::default() }),
-        "coatnet_3_rw" => coat(d192, [2, 6, 14, 2], w(96, 192), RwCoat { stride_mode: dw, conv_attn_act_layer: ActLayer::Silu, init_values: Some(1e-6), ..Default::default() }),
-        "coatnet_bn_0_rw" => coat(d96, [2, 3, 7, 2], w(32, 64), RwCoat {
-            stride_mode: dw,
-            conv_attn_early: true,
-            transformer_shortcut_bias: false,
-            transformer_norm_layer: NormLayer::BatchNorm2d,
-            ..Default::default()
-        }),
-        "coatnet_rmlp_nano_rw" => RwMax { conv_output_bias: true, conv_attn_ratio: 0.25, rel_pos_type: mlp, rel_pos_dim: 384, ..Default::default() }
-            .apply(base(d64, [3, 4, 6, 3], w(32, 64), COAT)),
-        "coatnet_rmlp_0_rw" => coat(d96, [2, 3, 7, 2], w(32, 64), RwCoat { stride_mode: dw, rel_pos_type: mlp, ..Default::default() }),
-        "coatnet_rmlp_1_rw" => coat(d96, [2, 6, 14, 2], w(32, 64), RwCoat {
-            pool_type: PoolType::Max,
-            conv_attn_early: true,
-            transformer_shortcut_bias: false,
+        "coatnet_pico_rw" => RwMax { conv_output_bias: true, conv_attn_ratio: 0.25, ..Default::default() }.apply(base(
+            d64,
+            [2, 3, 5, 2],
+            w(32, 64),
+            COAT,
+        )),
+        "coatnet_nano_rw" => {
+            RwMax { stride_mode: StrideMode::Pool, conv_output_bias: true, conv_attn_ratio: 0.25, ..Default::default() }
+                .apply(base(d64, [3, 4, 6, 3], w(32, 64), COAT))
+        }
+        "coatnet_0_rw" => coat(
+            d96,
+            [2, 3, 7, 2],
+            w(32, 64),
+            RwCoat { conv_attn_early: true, transformer_shortcut_bias: false, ..Default::default() },
+        ),
+        "coatnet_1_rw" => coat(
+            d96,
+            [2, 6, 14, 2],
+            w(32, 64),
+            RwCoat { stride_mode: dw, conv_attn_early: true, transformer_shortcut_bias: false, ..Default::default() },
+        ),
+        "coatnet_2_rw" => coat(
+            d128,
+            [2, 6, 14, 2],
+            w(64, 128),
+            RwCoat { stride_mode: dw, conv_attn_act_layer: ActLayer::Silu, ..Default::default() },
+        ),
+        "coatnet_3_rw" => coat(
+            d192,
+            [2, 6, 14, 2],
+            w(96, 192),
+            RwCoat {
+                stride_mode: dw,
+                conv_attn_act_layer: ActLayer::Silu,
+                init_values: Some(1e-6),
+                ..Default::default()
+            },
+        ),
+        "coatnet_bn_0_rw" => coat(
+            d96,
+            [2, 3, 7, 2],
+            w(32, 64),
+            RwCoat {
+                stride_mode: dw,
+                conv_attn_early: true,
+                transformer_shortcut_bias: false,
+                transformer_norm_layer: NormLayer::BatchNorm2d,
+                ..Default::default()
+            },
+        ),
+        "coatnet_rmlp_nano_rw" => RwMax {
+            conv_output_bias: true,
+            conv_attn_ratio: 0.25,
             rel_pos_type: mlp,
             rel_pos_dim: 384,
             ..Default::default()
-        }),
-        "coatnet_rmlp_1_rw2" => coat(d96, [2, 6, 14, 2], w(32, 64), RwCoat { stride_mode: dw, rel_pos_type: mlp, ..Default::default() }),
-        "coatnet_rmlp_2_rw" => coat(d128, [2, 6, 14, 2], w(64, 128), RwCoat {
-            stride_mode: dw,
-            conv_attn_act_layer: ActLayer::Silu,
-            init_values: Some(1e-6),
-            rel_pos_type: mlp,
-            ..Default::default()
-        }),
-        "coatnet_rmlp_3_rw" => coat(d192, [2, 6, 14, 2], w(96, 192), RwCoat {
-            stride_mode: dw,
-            conv_attn_act_layer: ActLayer::Silu,
-            init_values: Some(1e-6),
-            rel_pos_type: mlp,
-            ..Default::default()
-        }),
-        "coatnet_nano_cc" => RwCoat::default().apply(base(d64, [3, 4, 6, 3], w(32, 64), &[&[C], &[C], &[C, T], &[C, T]])),
+        }
+        .apply(base(d64, [3, 4, 6, 3], w(32, 64), COAT)),
+        "coatnet_rmlp_0_rw" => {
+            coat(d96, [2, 3, 7, 2], w(32, 64), RwCoat { stride_mode: dw, rel_pos_type: mlp, ..Default::default() })
+        }
+        "coatnet_rmlp_1_rw" => coat(
+            d96,
+            [2, 6, 14, 2],
+            w(32, 64),
+            RwCoat {
+                pool_type: PoolType::Max,
+                conv_attn_early: true,
+                transformer_shortcut_bias: false,
+                rel_pos_type: mlp,
+                rel_pos_dim: 384,
+                ..Default::default()
+            },
+        ),
+        "coatnet_rmlp_1_rw2" => {
+            coat(d96, [2, 6, 14, 2], w(32, 64), RwCoat { stride_mode: dw, rel_pos_type: mlp, ..Default::default() })
+        }
+        "coatnet_rmlp_2_rw" => coat(
+            d128,
+            [2, 6, 14, 2],
+            w(64, 128),
+            RwCoat {
+                stride_mode: dw,
+                conv_attn_act_layer: ActLayer::Silu,
+                init_values: Some(1e-6),
+                rel_pos_type: mlp,
+                ..Default::default()
+            },
+        ),
+        "coatnet_rmlp_3_rw" => coat(
+            d192,
+            [2, 6, 14, 2],
+            w(96, 192),
+            RwCoat {
+                stride_mode: dw,
+                conv_attn_act_layer: ActLayer::Silu,
+                init_values: Some(1e-6),
+                rel_pos_type: mlp,
+                ..Default::default()
+            },
+        ),
+        "coatnet_nano_cc" => {
+            RwCoat::default().apply(base(d64, [3, 4, 6, 3], w(32, 64), &[&[C], &[C], &[C, T], &[C, T]]))
+        }
         "coatnext_nano_rw" => MaxxVitConfig {
             weight_init: WeightInit::Normal,
             ..next_cfg(base(d64, [3, 4, 6, 3], w(32, 64), COAT), false, (Some(1e-5), None), RelPosType::Bias)
@@ -331,7 +402,12 @@ pub fn model_cfg(name: &str) -> Option<MaxxVitConfig> {
         "maxvit_rmlp_pico_rw" => max(d32, [2, 2, 5, 2], w(24, 32), RwMax { rel_pos_type: mlp, ..Default::default() }),
         "maxvit_rmlp_nano_rw" => max(d64, [1, 2, 3, 1], w(32, 64), RwMax { rel_pos_type: mlp, ..Default::default() }),
         "maxvit_rmlp_tiny_rw" => max(d64, [2, 2, 5, 2], w(32, 64), RwMax { rel_pos_type: mlp, ..Default::default() }),
-        "maxvit_rmlp_small_rw" => max(d96, [2, 2, 5, 2], w(32, 64), RwMax { rel_pos_type: mlp, init_values: Some(1e-6), ..Default::default() }),
+        "maxvit_rmlp_small_rw" => max(
+            d96,
+            [2, 2, 5, 2],
+            w(32, 64),
+            RwMax { rel_pos_type: mlp, init_values: Some(1e-6), ..Default::default() },
+        ),
         "maxvit_rmlp_base_rw" => MaxxVitConfig {
             head_hidden_size: Some(768),
             ..max(d96, [2, 6, 14, 2], w(32, 64), RwMax { rel_pos_type: mlp, ..Default::default() })
@@ -340,13 +416,19 @@ pub fn model_cfg(name: &str) -> Option<MaxxVitConfig> {
             weight_init: WeightInit::Normal,
             ..next_cfg(base(d64, [1, 2, 3, 1], w(32, 64), MAX), false, (Some(1e-6), Some(1e-6)), mlp)
         },
-        "maxxvit_rmlp_tiny_rw" => next_cfg(base(d64, [2, 2, 5, 2], w(32, 64), MAX), false, (Some(1e-6), Some(1e-6)), mlp),
-        "maxxvit_rmlp_small_rw" => next_cfg(base(d96, [2, 2, 5, 2], w(48, 96), MAX), false, (Some(1e-6), Some(1e-6)), mlp),
+        "maxxvit_rmlp_tiny_rw" => {
+            next_cfg(base(d64, [2, 2, 5, 2], w(32, 64), MAX), false, (Some(1e-6), Some(1e-6)), mlp)
+        }
+        "maxxvit_rmlp_small_rw" => {
+            next_cfg(base(d96, [2, 2, 5, 2], w(48, 96), MAX), false, (Some(1e-6), Some(1e-6)), mlp)
+        }
         "maxxvitv2_nano_rw" => MaxxVitConfig {
             weight_init: WeightInit::Normal,
             ..next_cfg(base(d96, [1, 2, 3, 1], w(48, 96), MAX), true, (Some(1e-6), Some(1e-6)), RelPosType::Bias)
         },
-        "maxxvitv2_rmlp_base_rw" => next_cfg(base(d128, [2, 6, 12, 2], w(64, 128), MAX), true, (Some(1e-6), Some(1e-6)), mlp),
+        "maxxvitv2_rmlp_base_rw" => {
+            next_cfg(base(d128, [2, 6, 12, 2], w(64, 128), MAX), true, (Some(1e-6), Some(1e-6)), mlp)
+        }
         "maxxvitv2_rmlp_large_rw" => MaxxVitConfig {
             head_hidden_size: Some(1280),
             ..next_cfg(base([160, 320, 640, 1280], [2, 6, 16, 2], w(80, 160), MAX), true, (Some(1e-6), Some(1e-6)), mlp)
@@ -357,8 +439,10 @@ pub fn model_cfg(name: &str) -> Option<MaxxVitConfig> {
         "maxvit_large_tf" => tf_cfg(base(d128, [2, 6, 14, 2], One(128), MAX), 1024),
         "maxvit_xlarge_tf" => tf_cfg(base(d192, [2, 6, 14, 2], One(192), MAX), 1536),
         // The two tiny test models of timm 1.0.31.
-        "test_coatnet" => RwMax { stride_mode: StrideMode::Pool, conv_output_bias: true, conv_attn_ratio: 0.25, ..Default::default() }
-            .apply(base([32, 64, 96, 128], [1, 1, 2, 1], w(16, 32), COAT)),
+        "test_coatnet" => {
+            RwMax { stride_mode: StrideMode::Pool, conv_output_bias: true, conv_attn_ratio: 0.25, ..Default::default() }
+                .apply(base([32, 64, 96, 128], [1, 1, 2, 1], w(16, 32), COAT))
+        }
         "test_maxvit" => max([32, 64, 96, 128], [1, 1, 1, 1], w(16, 32), RwMax::default()),
         _ => return None,
     };

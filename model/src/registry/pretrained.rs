@@ -9,8 +9,32 @@ const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 #[allow(clippy::too_many_arguments)]
-const fn tag(model: &'static str, tag: &'static str, num_classes: usize, size: usize, crop_pct: f64, squash: bool, imagenet_norm: bool, pool: usize, hub: bool, url: &'static str) -> PretrainedCfg {
-    PretrainedCfg { model, tag, num_classes, input_size: [3, size, size], crop_pct, crop_mode: if squash { "squash" } else { "center" }, mean: if imagenet_norm { IMAGENET_MEAN } else { HALF }, std: if imagenet_norm { IMAGENET_STD } else { HALF }, interpolation: "bicubic", pool_size: [pool, pool], hub, url }
+const fn tag(
+    model: &'static str,
+    tag: &'static str,
+    num_classes: usize,
+    size: usize,
+    crop_pct: f64,
+    squash: bool,
+    imagenet_norm: bool,
+    pool: usize,
+    hub: bool,
+    url: &'static str,
+) -> PretrainedCfg {
+    PretrainedCfg {
+        model,
+        tag,
+        num_classes,
+        input_size: [3, size, size],
+        crop_pct,
+        crop_mode: if squash { "squash" } else { "center" },
+        mean: if imagenet_norm { IMAGENET_MEAN } else { HALF },
+        std: if imagenet_norm { IMAGENET_STD } else { HALF },
+        interpolation: "bicubic",
+        pool_size: [pool, pool],
+        hub,
+        url,
+    }
 }
 
 /// Every tag of every model, the default tag of each model first.

@@ -13,7 +13,14 @@ pub fn run(spec: &ModelSpec) -> Result<()> {
         println!("{}\t{:?}\t{}", k.key, k.shape, k.dtype());
     }
     let params = super::models::param_count(&model);
-    println!("# {}: {} state_dict entries, {} parameters, {:.3} GMACs at {:?}", spec.name, keys.len(), params, model.macs(spec.args.img_size) as f64 / 1e9, spec.args.img_size);
+    println!(
+        "# {}: {} state_dict entries, {} parameters, {:.3} GMACs at {:?}",
+        spec.name,
+        keys.len(),
+        params,
+        model.macs(spec.args.img_size) as f64 / 1e9,
+        spec.args.img_size
+    );
     for f in model.feature_info() {
         println!("# feature {}: {} channels, reduction {}", f.module, f.num_chs, f.reduction);
     }

@@ -1,3 +1,4 @@
+pub mod benchmark;
 pub mod inspect;
 pub mod models;
 pub mod predict;

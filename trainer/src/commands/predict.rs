@@ -110,7 +110,9 @@ pub fn run<B: Backend>(device: &B::Device, args: PredictArgs) -> Result<()> {
             println!("{}: {}", names[start + i], top.join(", "));
         }
         for (name, t) in [("logits", to_vec(logits.clone())), ("pre_logits", to_vec(pre_logits.clone()))] {
-            let entry = outputs.entry(name).or_insert((vec![], vec![0, if name == "logits" { classes } else { pre_logits.dims()[1] }]));
+            let entry = outputs
+                .entry(name)
+                .or_insert((vec![], vec![0, if name == "logits" { classes } else { pre_logits.dims()[1] }]));
             entry.0.extend(t);
             entry.1[0] += n;
         }
