@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -83,12 +83,19 @@ fn kind_of(key: &str) -> EntryKind {
     }
 }
 
-struct KeyLister {
-    path: KeyPath,
-    keys: Vec<KeyInfo>,
+/// Sees every state-dict entry with its timm key.
+trait KeyedVisitor<B: Backend> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>);
+    fn int<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D, Int>>);
 }
 
-impl<B: Backend> ModuleVisitor<B> for KeyLister {
+/// Adapts a [`KeyedVisitor`] to Burn's visitor by tracking the module path.
+struct Keyed<V> {
+    path: KeyPath,
+    inner: V,
+}
+
+impl<B: Backend, V: KeyedVisitor<B>> ModuleVisitor<B> for Keyed<V> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -98,14 +105,31 @@ impl<B: Backend> ModuleVisitor<B> for KeyLister {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let key = self.path.key();
-        let kind = kind_of(&key);
-        // lazy_shape: listing keys of a big model must not sample its random init.
-        self.keys.push(KeyInfo { key, shape: param.lazy_shape().dims::<D>().to_vec(), kind });
+        self.inner.float(self.path.key(), param);
     }
 
-    fn visit_int<const D: usize>(&mut self, _param: &Param<Tensor<B, D, Int>>) {
-        self.keys.push(KeyInfo { key: self.path.key(), shape: vec![], kind: EntryKind::Counter });
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        self.inner.int(self.path.key(), param);
+    }
+}
+
+fn visit_keyed<B: Backend, V: KeyedVisitor<B>>(model: &MaxxVit<B>, inner: V) -> V {
+    let mut keyed = Keyed { path: KeyPath { features_only: model.args.features_only, ..Default::default() }, inner };
+    model.visit(&mut keyed);
+    keyed.inner
+}
+
+struct KeyLister(Vec<KeyInfo>);
+
+impl<B: Backend> KeyedVisitor<B> for KeyLister {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
+        let kind = kind_of(&key);
+        // lazy_shape: listing keys of a big model must not sample its random init.
+        self.0.push(KeyInfo { key, shape: param.lazy_shape().dims::<D>().to_vec(), kind });
+    }
+
+    fn int<const D: usize>(&mut self, key: String, _param: &Param<Tensor<B, D, Int>>) {
+        self.0.push(KeyInfo { key, shape: vec![], kind: EntryKind::Counter });
     }
 }
 
@@ -116,52 +140,31 @@ pub enum Values {
     I64(Vec<i64>),
 }
 
-struct ValueCollector {
-    path: KeyPath,
-    values: Vec<(KeyInfo, Values)>,
-}
+struct ValueCollector(Vec<(KeyInfo, Values)>);
 
-impl<B: Backend> ModuleVisitor<B> for ValueCollector {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
-    }
-
-    fn exit_module(&mut self, _name: &str, container: &str) {
-        self.path.exit(container);
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let key = self.path.key();
+impl<B: Backend> KeyedVisitor<B> for ValueCollector {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
         let data = tensor.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor data");
-        self.values.push((KeyInfo { kind: kind_of(&key), key, shape }, Values::F32(data)));
+        self.0.push((KeyInfo { kind: kind_of(&key), key, shape }, Values::F32(data)));
     }
 
-    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+    fn int<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D, Int>>) {
         let data = param.val().into_data().convert::<i64>().to_vec::<i64>().expect("int tensor data");
-        let info = KeyInfo { key: self.path.key(), shape: vec![], kind: EntryKind::Counter };
-        self.values.push((info, Values::I64(data)));
+        self.0.push((KeyInfo { key, shape: vec![], kind: EntryKind::Counter }, Values::I64(data)));
     }
 }
 
 impl<B: Backend> MaxxVit<B> {
     /// Keys, shapes and kinds in timm's `state_dict()` order, without touching lazy weights.
     pub fn state_dict_keys(&self) -> Vec<KeyInfo> {
-        let mut lister =
-            KeyLister { path: KeyPath { features_only: self.args.features_only, ..Default::default() }, keys: vec![] };
-        self.visit(&mut lister);
-        lister.keys
+        visit_keyed(self, KeyLister(vec![])).0
     }
 
     /// The full state dict as host values (materialises lazy parameters).
     pub fn state_dict(&self) -> Vec<(KeyInfo, Values)> {
-        let mut collector = ValueCollector {
-            path: KeyPath { features_only: self.args.features_only, ..Default::default() },
-            values: vec![],
-        };
-        self.visit(&mut collector);
-        collector.values
+        visit_keyed(self, ValueCollector(vec![])).0
     }
 }
 
@@ -434,23 +437,13 @@ pub fn load_safetensors<B: Backend>(
     Ok((model, report))
 }
 
-struct GradCollector<'a, B: burn::tensor::backend::AutodiffBackend> {
-    path: KeyPath,
+struct GradCollector<'a, B: AutodiffBackend> {
     grads: &'a B::Gradients,
     out: Vec<(String, Vec<usize>, Option<Vec<f32>>)>,
 }
 
-impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollector<'_, B> {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
-    }
-
-    fn exit_module(&mut self, _name: &str, container: &str) {
-        self.path.exit(container);
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let key = self.path.key();
+impl<B: AutodiffBackend> KeyedVisitor<B> for GradCollector<'_, B> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
         if kind_of(&key) != EntryKind::Parameter {
             return;
         }
@@ -458,17 +451,13 @@ impl<B: burn::tensor::backend::AutodiffBackend> ModuleVisitor<B> for GradCollect
         let grad = value.grad(self.grads).map(|g| g.into_data().convert::<f32>().to_vec::<f32>().expect("grad data"));
         self.out.push((key, value.dims().to_vec(), grad));
     }
+
+    fn int<const D: usize>(&mut self, _key: String, _param: &Param<Tensor<B, D, Int>>) {}
 }
 
-impl<B: burn::tensor::backend::AutodiffBackend> MaxxVit<B> {
+impl<B: AutodiffBackend> MaxxVit<B> {
     /// Gradient of every parameter by timm key (`None` where the parameter got no gradient).
     pub fn gradients_by_key(&self, grads: &B::Gradients) -> Vec<(String, Vec<usize>, Option<Vec<f32>>)> {
-        let mut collector = GradCollector::<B> {
-            path: KeyPath { features_only: self.args.features_only, ..Default::default() },
-            grads,
-            out: vec![],
-        };
-        self.visit(&mut collector);
-        collector.out
+        visit_keyed(self, GradCollector::<B> { grads, out: vec![] }).out
     }
 }

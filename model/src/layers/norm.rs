@@ -29,6 +29,11 @@ impl ActLayer {
     }
 }
 
+/// A norm's affine `weight` (ones) and `bias` (zeros).
+fn affine<B: Backend>(channels: usize, device: &B::Device) -> (Param<Tensor<B, 1>>, Param<Tensor<B, 1>>) {
+    (param([channels], Init::Constant(1.0), device), param([channels], Init::Constant(0.0), device))
+}
+
 /// `nn.BatchNorm2d(momentum=0.1)`: running stats updated with the *unbiased* batch variance.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d<B: Backend> {
@@ -43,9 +48,10 @@ pub struct BatchNorm2d<B: Backend> {
 
 impl<B: Backend> BatchNorm2d<B> {
     pub fn new(channels: usize, eps: f64, device: &B::Device) -> Self {
+        let (weight, bias) = affine(channels, device);
         Self {
-            weight: param([channels], Init::Constant(1.0), device),
-            bias: param([channels], Init::Constant(0.0), device),
+            weight,
+            bias,
             running_mean: Buffer::new(Tensor::zeros([channels], device)),
             running_var: Buffer::new(Tensor::ones([channels], device)),
             num_batches_tracked: Buffer::new(Tensor::zeros([1], device)),
@@ -85,11 +91,8 @@ pub struct LayerNorm2d<B: Backend> {
 
 impl<B: Backend> LayerNorm2d<B> {
     pub fn new(channels: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: param([channels], Init::Constant(1.0), device),
-            bias: param([channels], Init::Constant(0.0), device),
-            eps,
-        }
+        let (weight, bias) = affine(channels, device);
+        Self { weight, bias, eps }
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -112,11 +115,8 @@ pub struct LayerNorm<B: Backend> {
 
 impl<B: Backend> LayerNorm<B> {
     pub fn new(channels: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: param([channels], Init::Constant(1.0), device),
-            bias: param([channels], Init::Constant(0.0), device),
-            eps,
-        }
+        let (weight, bias) = affine(channels, device);
+        Self { weight, bias, eps }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
