@@ -34,7 +34,10 @@ impl Rng {
 
     /// The stream for one sample of one epoch (`stream` separates independent uses).
     pub fn for_sample(seed: u64, epoch: u64, sample: u64, stream: u64) -> Self {
-        Self::new(splitmix64(splitmix64(splitmix64(seed ^ 0x5EED) ^ epoch) ^ sample) ^ stream.wrapping_mul(0xA24B_AED4_963E_E407))
+        Self::new(
+            splitmix64(splitmix64(splitmix64(seed ^ 0x5EED) ^ epoch) ^ sample)
+                ^ stream.wrapping_mul(0xA24B_AED4_963E_E407),
+        )
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -69,7 +72,11 @@ impl Rng {
 
     /// Uniform index in [0, n).
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
     }
 
     pub fn bernoulli(&mut self, p: f64) -> bool {

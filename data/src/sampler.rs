@@ -28,7 +28,14 @@ pub struct IndexSampler {
 }
 
 impl IndexSampler {
-    pub fn new(len: usize, seed: u64, shuffle: bool, global_batch: usize, rank: usize, world: usize) -> Result<Self, String> {
+    pub fn new(
+        len: usize,
+        seed: u64,
+        shuffle: bool,
+        global_batch: usize,
+        rank: usize,
+        world: usize,
+    ) -> Result<Self, String> {
         if world == 0 || rank >= world {
             return Err(format!("rank {rank} is not in a world of {world}"));
         }

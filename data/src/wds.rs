@@ -38,7 +38,9 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, DataError> {
 /// A shard spec: a brace pattern, optionally `|<num_samples>` as timm's split strings carry it.
 pub fn parse_shard_spec(spec: &str, base: Option<&Path>) -> Result<(Vec<PathBuf>, Option<usize>), DataError> {
     let (pattern, count) = match spec.rsplit_once('|') {
-        Some((p, n)) => (p, Some(n.trim().parse().map_err(|_| DataError::Config(format!("bad sample count in '{spec}'")))?)),
+        Some((p, n)) => {
+            (p, Some(n.trim().parse().map_err(|_| DataError::Config(format!("bad sample count in '{spec}'")))?))
+        }
         None => (spec, None),
     };
     let paths = expand_braces(pattern)?
@@ -91,7 +93,11 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn open(path: &Path, labels: LabelSource) -> Result<Self, DataError> {
         let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-        Ok(Self { path: path.to_path_buf(), entries: tar::Archive::new(BufReader::with_capacity(1 << 20, file)), labels })
+        Ok(Self {
+            path: path.to_path_buf(),
+            entries: tar::Archive::new(BufReader::with_capacity(1 << 20, file)),
+            labels,
+        })
     }
 
     /// All samples, in order, or the error that stopped the shard (with the samples before it).

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use data::eval::EvalTransform;
 use data::DataError;
-use image::{DynamicImage, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 
 fn transform(size: usize, crop_pct: f64, mode: &str) -> EvalTransform {
     EvalTransform {
@@ -16,28 +16,29 @@ fn transform(size: usize, crop_pct: f64, mode: &str) -> EvalTransform {
 }
 
 /// Column x of an 8x6 image has red = 10·x, green = 20·y, blue = 7.
-fn ramp() -> DynamicImage {
-    DynamicImage::ImageRgb8(RgbImage::from_fn(8, 6, |x, y| Rgb([10 * x as u8, 20 * y as u8, 7])))
+fn ramp() -> RgbImage {
+    RgbImage::from_fn(8, 6, |x, y| Rgb([10 * x as u8, 20 * y as u8, 7]))
 }
 
 #[test]
 fn centre_crop_without_resize_keeps_pixels_and_normalises() {
     // crop_pct 1 and a 6-pixel short side: no resize, crop columns 1..7.
-    let out = transform(6, 1.0, "center").apply(ramp()).unwrap();
+    let out = transform(6, 1.0, "center").apply(&ramp()).unwrap();
     assert_eq!(out.len(), 3 * 6 * 6);
     let norm = |v: u8| ((v as f64 / 255.0 - 0.5) / 0.5) as f32;
-    assert_eq!(out[0], norm(10)); // red at output (0, 0) = input column 1
-    assert_eq!(out[5], norm(60)); // red at output (5, 0) = input column 6
-    assert_eq!(out[36 + 6 * 3], norm(60)); // green at output row 3
-    assert_eq!(out[72], norm(7));
+    let close = |a: f32, b: f32| assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    close(out[0], norm(10)); // red at output (0, 0) = input column 1
+    close(out[5], norm(60)); // red at output (5, 0) = input column 6
+    close(out[36 + 6 * 3], norm(60)); // green at output row 3
+    close(out[72], norm(7));
 }
 
 #[test]
 fn crop_pct_scales_before_cropping() {
     // 4 / 0.5 = 8: the short side is resized to 8, then a 4x4 centre crop.
-    let out = transform(4, 0.5, "center").apply(ramp()).unwrap();
+    let out = transform(4, 0.5, "center").apply(&ramp()).unwrap();
     assert_eq!(out.len(), 3 * 4 * 4);
-    let out = transform(4, 1.0, "squash").apply(ramp()).unwrap();
+    let out = transform(4, 1.0, "squash").apply(&ramp()).unwrap();
     assert_eq!(out.len(), 3 * 4 * 4);
 }
 
@@ -53,5 +54,5 @@ fn unreadable_images_name_their_path() {
     }
     let missing = PathBuf::from(dir.join("missing.png"));
     assert!(transform(4, 1.0, "center").load(&missing).unwrap_err().to_string().contains("missing.png"));
-    assert!(transform(4, 1.0, "border").apply(ramp()).is_err());
+    assert!(transform(4, 1.0, "bogus").apply(&ramp()).is_err());
 }

@@ -37,7 +37,11 @@ impl EvalTransform {
                 let (rw, rh) = if scale[0] == scale[1] {
                     // torchvision Resize(int): the shorter side to `size`, the other truncated.
                     let short = scale[0] as f64;
-                    if w <= h { (short as u32, (short * h as f64 / w as f64) as u32) } else { ((short * w as f64 / h as f64) as u32, short as u32) }
+                    if w <= h {
+                        (short as u32, (short * h as f64 / w as f64) as u32)
+                    } else {
+                        ((short * w as f64 / h as f64) as u32, short as u32)
+                    }
                 } else {
                     keep_ratio(w, h, scale, false)
                 };

@@ -130,7 +130,11 @@ impl RandAugmentConfig {
     }
 
     fn ops(&self) -> &'static [Op; 15] {
-        if self.increasing { &INCREASING_OPS } else { &DEFAULT_OPS }
+        if self.increasing {
+            &INCREASING_OPS
+        } else {
+            &DEFAULT_OPS
+        }
     }
 
     /// timm `RandAugment.__call__`: `num_layers` ops drawn with replacement, each applied with
@@ -148,7 +152,9 @@ impl RandAugmentConfig {
                 m = rng.gauss(m, self.magnitude_std);
             }
             let m = m.clamp(0.0, self.magnitude_max);
-            let resample = self.resample.unwrap_or_else(|| if rng.bernoulli(0.5) { Resample::Bicubic } else { Resample::Bilinear });
+            let resample =
+                self.resample
+                    .unwrap_or_else(|| if rng.bernoulli(0.5) { Resample::Bicubic } else { Resample::Bilinear });
             img = apply_op(op, img, m, rng, self.fill, resample);
         }
         img
@@ -156,7 +162,11 @@ impl RandAugmentConfig {
 }
 
 fn negate(v: f64, rng: &mut Rng) -> f64 {
-    if rng.uniform() > 0.5 { -v } else { v }
+    if rng.uniform() > 0.5 {
+        -v
+    } else {
+        v
+    }
 }
 
 /// One op at magnitude `m` (0..10), with timm's level-to-argument mapping.
@@ -373,7 +383,9 @@ pub fn affine(img: &RgbImage, m: [f64; 6], resample: Resample, fill: [u8; 3]) ->
     let (w, h) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let mut out = Vec::with_capacity(w * h * 3);
-    let at = |x: i64, y: i64, c: usize| src[(y.clamp(0, h as i64 - 1) as usize * w + x.clamp(0, w as i64 - 1) as usize) * 3 + c] as f64;
+    let at = |x: i64, y: i64, c: usize| {
+        src[(y.clamp(0, h as i64 - 1) as usize * w + x.clamp(0, w as i64 - 1) as usize) * 3 + c] as f64
+    };
     for y in 0..h {
         for x in 0..w {
             let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
@@ -405,7 +417,8 @@ pub fn affine(img: &RgbImage, m: [f64; 6], resample: Resample, fill: [u8; 3]) ->
                             p1 + d * (p2 + d * (p3 + d * p4))
                         };
                         let (xb, yb) = (x0 - 1, y0 - 1);
-                        let row = |yy: i64| cubic(at(xb, yy, c), at(xb + 1, yy, c), at(xb + 2, yy, c), at(xb + 3, yy, c), dx);
+                        let row =
+                            |yy: i64| cubic(at(xb, yy, c), at(xb + 1, yy, c), at(xb + 2, yy, c), at(xb + 3, yy, c), dx);
                         let v1 = row(yb);
                         let v2 = if row_ok(yb + 1) { row(yb + 1) } else { v1 };
                         let v3 = if row_ok(yb + 2) { row(yb + 2) } else { v2 };

@@ -116,7 +116,11 @@ impl TrainTransform {
         let (top, left, h, w) = rrc_params(img.width(), img.height(), c.scale, c.ratio, rng);
         let interp = match c.interpolation {
             Interpolation::Random => {
-                if rng.bernoulli(0.5) { Interpolation::Bicubic } else { Interpolation::Bilinear }
+                if rng.bernoulli(0.5) {
+                    Interpolation::Bicubic
+                } else {
+                    Interpolation::Bilinear
+                }
             }
             other => other,
         };
@@ -187,11 +191,13 @@ pub fn random_erasing(img: &mut [f32], [h, w]: [usize; 2], prob: f64, mode: &str
             if ew < w && eh < h {
                 let top = rng.randint(0, (h - eh) as i64) as usize;
                 let left = rng.randint(0, (w - ew) as i64) as usize;
-                let colour: [f32; 3] = std::array::from_fn(|_| if mode == "rand" { rng.gauss(0.0, 1.0) as f32 } else { 0.0 });
+                let colour: [f32; 3] =
+                    std::array::from_fn(|_| if mode == "rand" { rng.gauss(0.0, 1.0) as f32 } else { 0.0 });
                 for c in 0..3 {
                     for y in top..top + eh {
                         for x in left..left + ew {
-                            img[c * h * w + y * w + x] = if mode == "pixel" { rng.gauss(0.0, 1.0) as f32 } else { colour[c] };
+                            img[c * h * w + y * w + x] =
+                                if mode == "pixel" { rng.gauss(0.0, 1.0) as f32 } else { colour[c] };
                         }
                     }
                 }
