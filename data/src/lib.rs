@@ -8,7 +8,10 @@
 //! - [`rng`] derives each sample's augmentation randomness from `(seed, epoch, sample)`.
 
 pub mod decode;
+pub mod fashion_mnist;
 pub mod folder;
+pub mod loader;
+pub mod mixup;
 pub mod rng;
 pub mod sampler;
 pub mod transform;

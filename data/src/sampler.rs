@@ -9,7 +9,9 @@
 //! dealt out with stride `N·W` to rank `r`, worker `w` (position `r·W + w`), as timm's
 //! `_split_by_node_and_worker` does; each worker streams its shards through a bounded shuffle
 //! buffer and yields exactly `n = ceil(ceil(S / (N·W)) / B) · B` samples per epoch, wrapping
-//! around its own shard list when it runs short (timm's `with_epoch`). Resume is exact on the
+//! around its own shard list when it runs short (timm's `with_epoch`). As in timm, the epoch
+//! boundary is a sample count, so what is still in the shuffle buffer when it is reached (at
+//! most its size per worker) waits for the next epoch. Resume is exact on the
 //! same `N` and `W`: each worker skips the samples it already yielded this epoch. On another `N`
 //! or `W` the shard split changes, so the interrupted epoch restarts from its beginning with the
 //! new split (samples already seen in that epoch may repeat; nothing is skipped).
@@ -49,9 +51,21 @@ impl IndexSampler {
         self.global_batch / self.world
     }
 
-    /// Full global batches per epoch (the incomplete tail is dropped, as timm's train loader does).
+    /// Global batches per epoch: training drops the incomplete tail (as timm's train loader
+    /// does), evaluation keeps it.
     pub fn steps_per_epoch(&self) -> usize {
-        self.len / self.global_batch
+        if self.shuffle {
+            self.len / self.global_batch
+        } else {
+            self.len.div_ceil(self.global_batch)
+        }
+    }
+
+    /// Positions in the epoch order that this rank takes at `step` (clipped at the end).
+    pub fn rank_range(&self, step: usize) -> std::ops::Range<usize> {
+        let b = self.local_batch();
+        let start = (step * self.global_batch + self.rank * b).min(self.len);
+        start..(start + b).min(self.len)
     }
 
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
@@ -62,11 +76,9 @@ impl IndexSampler {
         order
     }
 
-    /// This rank's sample indices for `step` of `epoch`, from a precomputed `epoch_order`.
+    /// This rank's sample indices for `step`, from a precomputed `epoch_order`.
     pub fn rank_batch(&self, order: &[usize], step: usize) -> Vec<usize> {
-        let b = self.local_batch();
-        let start = step * self.global_batch + self.rank * b;
-        order[start..start + b].to_vec()
+        order[self.rank_range(step)].to_vec()
     }
 }
 
