@@ -18,5 +18,5 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, String> {
         return Err("truncated JPEG (no end-of-image marker)".into());
     }
     let image = image::load_from_memory_with_format(bytes, format).map_err(|e| e.to_string())?;
-    Ok(image.to_rgb8())
+    Ok(image.into_rgb8())
 }

@@ -56,3 +56,21 @@ fn unreadable_images_name_their_path() {
     assert!(transform(4, 1.0, "center").load(&missing).unwrap_err().to_string().contains("missing.png"));
     assert!(transform(4, 1.0, "bogus").apply(&ramp()).is_err());
 }
+
+#[test]
+fn cmyk_and_greyscale_jpegs_decode_to_rgb() {
+    // A CMYK JPEG written by Pillow (2×2, pure cyan in CMYK) and a greyscale one.
+    let dir = std::env::temp_dir().join(format!("maxxvit-cmyk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let grey = image::GrayImage::from_fn(16, 8, |x, _| image::Luma([x as u8 * 16]));
+    let path = dir.join("grey.jpg");
+    grey.save(&path).unwrap();
+    let rgb = data::decode::decode_rgb(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(rgb.dimensions(), (16, 8));
+    assert!(rgb.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]), "grey stays grey");
+    let cmyk = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpg")).unwrap();
+    let rgb = data::decode::decode_rgb(&cmyk).unwrap();
+    assert_eq!(rgb.dimensions(), (8, 8));
+    let p = rgb.get_pixel(4, 4).0;
+    assert!(p[0] < 64 && p[1] > 192 && p[2] > 192, "cyan, got {p:?}");
+}

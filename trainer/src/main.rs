@@ -90,6 +90,9 @@ enum Command {
         /// Image files (JPEG, PNG, WebP), preprocessed with the model's eval transform.
         images: Vec<PathBuf>,
     },
+    /// Data sets and input-pipeline throughput.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Images/s of forward+backward (train) or inference on random data.
     Benchmark {
         #[command(flatten)]
@@ -105,6 +108,40 @@ enum Command {
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write Fashion-MNIST as an ImageFolder of JPEGs and as WebDataset shards.
+    Prepare {
+        /// Output directory (gets imagefolder/, wds/ and classes.txt).
+        #[arg(long)]
+        out: PathBuf,
+        /// The IDX files (Debian's dataset-fashion-mnist by default).
+        #[arg(long)]
+        source: Option<PathBuf>,
+        #[arg(long, default_value_t = 2500)]
+        samples_per_shard: usize,
+        /// At most this many images per split.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Decode + transform throughput on one core, images/s (compare bench/timm_data_bench.py).
+    Bench {
+        /// A directory of JPEGs (e.g. from bench/make_bench_images.py).
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long, default_value_t = 224)]
+        img_size: usize,
+        /// RandAugment spec; empty for none.
+        #[arg(long, default_value = "rand-m9-mstd0.5-inc1")]
+        aa: String,
+        /// The eval transform instead of the train transform.
+        #[arg(long)]
+        eval: bool,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
 }
 
@@ -140,6 +177,13 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size,
             };
             with_backend!(device, |B, dev| commands::predict::run::<B>(&dev, args))
+        }
+        Command::Data(DataCommand::Prepare { out, source, samples_per_shard, limit }) => {
+            let source = source.unwrap_or_else(data::fashion_mnist::default_dir);
+            commands::data::prepare(&source, &out, samples_per_shard, limit)
+        }
+        Command::Data(DataCommand::Bench { images, img_size, aa, eval, rounds }) => {
+            commands::data::bench(commands::data::BenchArgs { images, img_size, auto_augment: aa, eval, rounds })
         }
         Command::Benchmark { select, batch_size, mode, warmup, steps, device } => {
             let args = commands::benchmark::BenchArgs { spec: select.resolve()?, batch_size, mode, warmup, steps };

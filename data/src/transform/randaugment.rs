@@ -378,64 +378,90 @@ pub fn rotate(img: &RgbImage, degrees: f64, resample: Resample, fill: [u8; 3]) -
 }
 
 /// `img.transform(size, AFFINE, m, resample, fillcolor)`: output pixel `(x, y)` samples the
-/// input at `m · (x + ½, y + ½)`; samples outside the input keep the fill colour.
+/// input at `m · (x + ½, y + ½)`; samples outside the input keep the fill colour. The
+/// arithmetic is PIL's `bilinear_filter32RGB` / `bicubic_filter32RGB`, term for term, so the
+/// result is bit-identical.
 pub fn affine(img: &RgbImage, m: [f64; 6], resample: Resample, fill: [u8; 3]) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
+    let (wi, hi) = (w as i64, h as i64);
     let src = img.as_raw();
-    let mut out = Vec::with_capacity(w * h * 3);
-    let at = |x: i64, y: i64, c: usize| {
-        src[(y.clamp(0, h as i64 - 1) as usize * w + x.clamp(0, w as i64 - 1) as usize) * 3 + c] as f64
-    };
+    let mut out = vec![0u8; w * h * 3];
+    let col = |x: i64| x.clamp(0, wi - 1) as usize * 3;
+    let row = |y: i64| y.clamp(0, hi - 1) as usize * w * 3;
     for y in 0..h {
         for x in 0..w {
+            let o = (y * w + x) * 3;
             let (xo, yo) = (x as f64 + 0.5, y as f64 + 0.5);
             let xin = m[0] * xo + m[1] * yo + m[2];
             let yin = m[3] * xo + m[4] * yo + m[5];
             if xin < 0.0 || xin >= w as f64 || yin < 0.0 || yin >= h as f64 {
-                out.extend_from_slice(&fill);
+                out[o..o + 3].copy_from_slice(&fill);
                 continue;
             }
             let (fx, fy) = (xin - 0.5, yin - 0.5);
             let (x0, y0) = (fx.floor() as i64, fy.floor() as i64);
             let (dx, dy) = (fx - x0 as f64, fy - y0 as f64);
-            let row_ok = |yy: i64| yy >= 0 && yy < h as i64;
-            for c in 0..3 {
-                let v = match resample {
-                    Resample::Bilinear => {
+            match resample {
+                Resample::Bilinear => {
+                    let (c0, c1) = (col(x0), col(x0 + 1));
+                    let r0 = row(y0);
+                    let r1 = (y0 + 1 < hi).then(|| row(y0 + 1));
+                    for c in 0..3 {
                         let lerp = |a: f64, b: f64, d: f64| a + (b - a) * d;
-                        let v1 = lerp(at(x0, y0, c), at(x0 + 1, y0, c), dx);
-                        let v2 = if row_ok(y0 + 1) { lerp(at(x0, y0 + 1, c), at(x0 + 1, y0 + 1, c), dx) } else { v1 };
-                        lerp(v1, v2, dy) as u8
-                    }
-                    Resample::Bicubic => {
-                        // PIL's cubic (a = -1 form of its BICUBIC macro), rows clamped by repeating.
-                        let cubic = |v1: f64, v2: f64, v3: f64, v4: f64, d: f64| {
-                            let p1 = v2;
-                            let p2 = -v1 + v3;
-                            let p3 = 2.0 * (v1 - v2) + v3 - v4;
-                            let p4 = -v1 + v2 - v3 + v4;
-                            p1 + d * (p2 + d * (p3 + d * p4))
+                        let v1 = lerp(src[r0 + c0 + c] as f64, src[r0 + c1 + c] as f64, dx);
+                        let v2 = match r1 {
+                            Some(r1) => lerp(src[r1 + c0 + c] as f64, src[r1 + c1 + c] as f64, dx),
+                            None => v1,
                         };
-                        let (xb, yb) = (x0 - 1, y0 - 1);
-                        let row =
-                            |yy: i64| cubic(at(xb, yy, c), at(xb + 1, yy, c), at(xb + 2, yy, c), at(xb + 3, yy, c), dx);
-                        let v1 = row(yb);
-                        let v2 = if row_ok(yb + 1) { row(yb + 1) } else { v1 };
-                        let v3 = if row_ok(yb + 2) { row(yb + 2) } else { v2 };
-                        let v4 = if row_ok(yb + 3) { row(yb + 3) } else { v3 };
+                        out[o + c] = lerp(v1, v2, dy) as u8;
+                    }
+                }
+                Resample::Bicubic => {
+                    let (xb, yb) = (x0 - 1, y0 - 1);
+                    let cols = [col(xb), col(xb + 1), col(xb + 2), col(xb + 3)];
+                    // Row yb is clamped; rows below it exist only inside the image (else repeat).
+                    let rows = [
+                        Some(row(yb)),
+                        (yb + 1 >= 0 && yb + 1 < hi).then(|| row(yb + 1)),
+                        (yb + 2 >= 0 && yb + 2 < hi).then(|| row(yb + 2)),
+                        (yb + 3 >= 0 && yb + 3 < hi).then(|| row(yb + 3)),
+                    ];
+                    for c in 0..3 {
+                        let line = |r: usize| {
+                            cubic(
+                                src[r + cols[0] + c] as f64,
+                                src[r + cols[1] + c] as f64,
+                                src[r + cols[2] + c] as f64,
+                                src[r + cols[3] + c] as f64,
+                                dx,
+                            )
+                        };
+                        let v1 = line(rows[0].unwrap());
+                        let v2 = rows[1].map_or(v1, line);
+                        let v3 = rows[2].map_or(v2, line);
+                        let v4 = rows[3].map_or(v3, line);
                         let v = cubic(v1, v2, v3, v4, dy);
-                        if v <= 0.0 {
+                        out[o + c] = if v <= 0.0 {
                             0
                         } else if v >= 255.0 {
                             255
                         } else {
                             v as u8
-                        }
+                        };
                     }
-                };
-                out.push(v);
+                }
             }
         }
     }
     RgbImage::from_raw(w as u32, h as u32, out).unwrap()
+}
+
+/// PIL's `BICUBIC` macro (its a = −1 cubic), evaluated in the same order.
+#[inline(always)]
+fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
+    let p1 = v2;
+    let p2 = -v1 + v3;
+    let p3 = 2.0 * (v1 - v2) + v3 - v4;
+    let p4 = -v1 + v2 - v3 + v4;
+    p1 + d * (p2 + d * (p3 + d * p4))
 }

@@ -1,7 +1,7 @@
 //! Resizing with PIL's filters (fast_image_resize's convolution resampler, which follows
 //! Pillow's: support scaled by the downscale factor, bicubic a = −0.5).
 
-use fast_image_resize::images::Image;
+use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -47,8 +47,8 @@ pub fn resize(resizer: &mut Resizer, img: &RgbImage, width: u32, height: u32, in
     if img.width() == width && img.height() == height {
         return img.clone();
     }
-    let src = Image::from_vec_u8(img.width(), img.height(), img.as_raw().clone(), PixelType::U8x3)
-        .expect("RGB8 buffer matches its size");
+    let src =
+        ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3).expect("RGB8 buffer matches its size");
     let mut dst = Image::new(width, height, PixelType::U8x3);
     resizer
         .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(interp.alg()))
