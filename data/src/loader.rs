@@ -123,6 +123,7 @@ pub struct CorruptLog {
 
 impl CorruptLog {
     fn record(&self, what: String) {
+        tracing::warn!(sample = %what, "skipped unreadable sample");
         self.count.fetch_add(1, Ordering::Relaxed);
         let mut recent = self.recent.lock().unwrap();
         if recent.len() < 1000 {

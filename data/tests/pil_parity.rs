@@ -117,3 +117,21 @@ fn randaugment_string_parses_like_timm() {
     let black = ra::apply_op(ra::Op::PosterizeIncreasing, input, 10.0, &mut Rng::new(0), [128; 3], Resample::Bilinear);
     assert!(black.as_raw().iter().all(|v| *v == 0));
 }
+
+#[test]
+fn magnitudes_map_to_timms_op_arguments() {
+    // Deterministic ops at a magnitude land on the fixtures' explicit arguments:
+    // PosterizeIncreasing m=5 keeps 4 - int(0.5·4) = 2 bits, SolarizeIncreasing m=6.1 thresholds
+    // at 256 - int(0.61·256) = 100, SolarizeAdd m=5.5 adds int(0.55·110) = 60.
+    let input = load("ops/input.png");
+    let ops = manifest()["ops"].as_array().unwrap().clone();
+    let file = |op: &str| ops.iter().find(|c| c["op"] == op).unwrap()["file"].as_str().unwrap().to_string();
+    for (op, m, fixture) in [
+        (ra::Op::PosterizeIncreasing, 5.0, "posterize"),
+        (ra::Op::SolarizeIncreasing, 6.1, "solarize"),
+        (ra::Op::SolarizeAdd, 5.5, "solarize_add"),
+    ] {
+        let ours = ra::apply_op(op, input.clone(), m, &mut Rng::new(0), [128; 3], Resample::Bilinear);
+        assert_eq!(diff(&ours, &load(&file(fixture))).0, 0, "{op:?} at m={m}");
+    }
+}
