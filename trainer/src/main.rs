@@ -52,8 +52,75 @@ impl ModelSelect {
     }
 }
 
+/// `--config F [--set k=v]…`.
+#[derive(Args)]
+struct RunSelect {
+    /// Run config (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key: `--set training.batch_size=64` (repeatable).
+    #[arg(long = "set")]
+    sets: Vec<String>,
+}
+
+impl RunSelect {
+    fn load(&self, default: &str) -> Result<trainer::config::RunConfig> {
+        let path = self.config.clone().unwrap_or_else(|| PathBuf::from(default));
+        trainer::config::RunConfig::load(&path, &self.sets)
+    }
+}
+
+fn parse_resume(s: &str) -> Result<trainer::train::Resume, String> {
+    Ok(if s == "auto" { trainer::train::Resume::Auto } else { trainer::train::Resume::Path(PathBuf::from(s)) })
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Pretrain (default config: configs/in12k_pretrain.toml).
+    Train {
+        #[command(flatten)]
+        run: RunSelect,
+        /// `auto` (newest good checkpoint of the run) or a checkpoint directory.
+        #[arg(long, value_parser = parse_resume)]
+        resume: Option<trainer::train::Resume>,
+    },
+    /// Fine-tune from a checkpoint or released weights (default config: configs/in1k_finetune.toml).
+    Finetune {
+        #[command(flatten)]
+        run: RunSelect,
+        /// Weights to start from (overrides model.init): a checkpoint directory or safetensors file.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        #[arg(long, value_parser = parse_resume)]
+        resume: Option<trainer::train::Resume>,
+    },
+    /// Top-1 / top-5 / loss of a checkpoint on the config's validation set.
+    Validate {
+        #[command(flatten)]
+        run: RunSelect,
+        /// A checkpoint directory or a safetensors file.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Use the checkpoint's EMA weights.
+        #[arg(long)]
+        ema: bool,
+    },
+    /// Write timm-loadable weights, config.json and a model card from a run or checkpoint.
+    Release {
+        /// A run directory (best checkpoint) or a checkpoint directory.
+        source: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Release the EMA weights.
+        #[arg(long)]
+        ema: bool,
+        /// f32 (default) or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Class names, one per line, stored as label_names.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
     /// List the registered models with parameters and GMACs at their default size.
     Models {
         /// Only names containing this string.
@@ -145,12 +212,30 @@ enum DataCommand {
     },
 }
 
+/// Console logging, plus `<run>/train.log` for training runs.
+fn init_logging(log_file: Option<PathBuf>) {
+    use tracing_subscriber::prelude::*;
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let file = log_file.and_then(|path| {
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
+        Some(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .with_filter(filter()),
+        )
+    });
+    tracing_subscriber::registry().with(console).with(file).init();
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(err) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Train { .. } | Command::Finetune { .. }) {
+        init_logging(None);
+    }
+    if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
@@ -178,6 +263,34 @@ fn run(cli: Cli) -> Result<()> {
             };
             with_backend!(device, |B, dev| commands::predict::run::<B>(&dev, args))
         }
+        Command::Train { run, resume } => train(run.load("configs/in12k_pretrain.toml")?, resume),
+        Command::Finetune { run, init, resume } => {
+            let mut cfg = run.load("configs/in1k_finetune.toml")?;
+            if init.is_some() {
+                cfg.model.init = init;
+            }
+            match &cfg.model.init {
+                None => bail!("fine-tuning needs initial weights: --init CHECKPOINT_OR_SAFETENSORS or model.init"),
+                Some(p) if !p.exists() => bail!("initial weights {} not found", p.display()),
+                Some(_) => {}
+            }
+            train(cfg, resume)
+        }
+        Command::Validate { run, checkpoint, ema } => {
+            let cfg = run.load("configs/in1k_finetune.toml")?;
+            let device: DeviceChoice = cfg.training.device.parse()?;
+            with_backend!(device, |B, dev| commands::validate::run::<B>(&dev, &cfg, &checkpoint, ema))
+        }
+        Command::Release { source, out, ema, dtype, labels } => {
+            let dtype = match dtype.as_str() {
+                "f32" => model::SaveDtype::F32,
+                "bf16" => model::SaveDtype::BF16,
+                "f16" => model::SaveDtype::F16,
+                other => bail!("--dtype {other}: use f32, bf16 or f16"),
+            };
+            let args = trainer::release::ReleaseArgs { source, out, ema, dtype, labels };
+            trainer::release::run::<burn::backend::Flex>(&Default::default(), args)
+        }
         Command::Data(DataCommand::Prepare { out, source, samples_per_shard, limit }) => {
             let source = source.unwrap_or_else(data::fashion_mnist::default_dir);
             commands::data::prepare(&source, &out, samples_per_shard, limit)
@@ -190,4 +303,21 @@ fn run(cli: Cli) -> Result<()> {
             with_backend!(device, |B, dev| commands::benchmark::run::<B>(&dev, args))
         }
     }
+}
+
+fn train(cfg: trainer::config::RunConfig, resume: Option<trainer::train::Resume>) -> Result<()> {
+    init_logging(Some(cfg.run_dir().join("train.log")));
+    let device: DeviceChoice = cfg.training.device.parse()?;
+    let outcome = with_backend!(device, |B, dev| trainer::train::run::<B>(&dev, cfg, resume))?;
+    match outcome.metrics {
+        Some(m) => println!(
+            "done: {} steps, val top-1 {:.2} %, top-5 {:.2} %, loss {:.4}",
+            outcome.global_step, m.top1, m.top5, m.loss
+        ),
+        None => println!("done: {} steps", outcome.global_step),
+    }
+    if let Some(ckpt) = outcome.last_checkpoint {
+        println!("last checkpoint: {}", ckpt.display());
+    }
+    Ok(())
 }

@@ -3,3 +3,4 @@ pub mod data;
 pub mod inspect;
 pub mod models;
 pub mod predict;
+pub mod validate;

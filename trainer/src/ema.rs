@@ -1,0 +1,105 @@
+//! Model EMA as timm's `ModelEmaV3`: after every optimizer update,
+//! `ema = lerp(ema, model, 1 − d)` over all float state (BatchNorm stats included), integer
+//! buffers copied; `d = 0` on the first update, then `decay` (or, with warmup,
+//! `min(decay, 1 − (1 + s)^(−2/3))`, `s = step − 1`).
+
+use std::collections::HashMap;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use model::MaxxVit;
+
+use crate::optim::KeyPath;
+
+pub struct Ema<B: AutodiffBackend> {
+    pub model: MaxxVit<B::InnerBackend>,
+    pub decay: f64,
+    pub warmup: bool,
+}
+
+struct Snapshot<B: Backend> {
+    path: KeyPath,
+    floats: HashMap<String, Tensor<B, 1>>,
+    ints: HashMap<String, Tensor<B, 1, Int>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Snapshot<B::InnerBackend> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+    }
+
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        self.path.exit(container);
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val().inner();
+        let n = t.shape().num_elements();
+        self.floats.insert(self.path.key(), t.reshape([n]));
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        let t = param.val().inner();
+        let n = t.shape().num_elements();
+        self.ints.insert(self.path.key(), t.reshape([n]));
+    }
+}
+
+struct Blend<B: Backend> {
+    path: KeyPath,
+    snap: Snapshot<B>,
+    keep: f64,
+}
+
+impl<B: Backend> ModuleMapper<B> for Blend<B> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+    }
+
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        self.path.exit(container);
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let Some(cur) = self.snap.floats.remove(&self.path.key()) else { return param };
+        let keep = self.keep;
+        param.map(|ema| {
+            let shape = ema.shape();
+            (ema.mul_scalar(keep) + cur.reshape(shape).mul_scalar(1.0 - keep)).detach()
+        })
+    }
+
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
+        let Some(cur) = self.snap.ints.remove(&self.path.key()) else { return param };
+        param.map(|ema| cur.reshape(ema.shape()))
+    }
+}
+
+impl<B: AutodiffBackend> Ema<B> {
+    pub fn new(model: &MaxxVit<B>, decay: f64, warmup: bool) -> Self {
+        Self { model: model.valid(), decay, warmup }
+    }
+
+    pub fn decay_at(&self, step: u64) -> f64 {
+        if step <= 1 {
+            return 0.0;
+        }
+        if self.warmup {
+            let s = (step - 1) as f64;
+            self.decay.min(1.0 - (1.0 + s).powf(-2.0 / 3.0))
+        } else {
+            self.decay
+        }
+    }
+
+    /// Blend the current model in after optimizer update number `step` (1-based).
+    pub fn update(&mut self, model: &MaxxVit<B>, step: u64) {
+        let mut snap =
+            Snapshot::<B::InnerBackend> { path: KeyPath::default(), floats: HashMap::new(), ints: HashMap::new() };
+        model.visit(&mut snap);
+        let keep = self.decay_at(step);
+        let mut blend = Blend { path: KeyPath::default(), snap, keep };
+        self.model = self.model.clone().map(&mut blend);
+    }
+}

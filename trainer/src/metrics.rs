@@ -1,0 +1,72 @@
+//! Validation metrics and the run's `summary.csv` (timm's columns).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use data::loader::Loader;
+use model::MaxxVit;
+
+use crate::checkpoint::Metrics;
+
+/// Cross-entropy against soft targets `[B, C]`, mean over the batch.
+pub fn soft_cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 2>) -> Tensor<B, 1> {
+    (log_softmax(logits, 1) * targets).sum_dim(1).mean().neg()
+}
+
+/// Top-1 / top-5 hits and summed loss of one batch.
+fn batch_stats<B: Backend>(logits: Tensor<B, 2>, labels: &[usize]) -> (usize, usize, f64) {
+    let [b, c] = logits.dims();
+    let device = logits.device();
+    let target = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(labels.iter().map(|l| *l as i64).collect::<Vec<_>>(), [b]),
+        &device,
+    );
+    let loss = log_softmax(logits.clone(), 1).gather(1, target.reshape([b, 1])).sum().neg().into_scalar();
+    let scores = logits.into_data().convert::<f32>().to_vec::<f32>().expect("logits");
+    let (mut top1, mut top5) = (0, 0);
+    for (i, label) in labels.iter().enumerate() {
+        let row = &scores[i * c..(i + 1) * c];
+        let target_score = row[*label];
+        // Rank = number of classes scoring strictly higher (ties count in the target's favour).
+        let rank = row.iter().filter(|s| **s > target_score).count();
+        top1 += (rank == 0) as usize;
+        top5 += (rank < 5) as usize;
+    }
+    (top1, top5, burn::tensor::ElementConversion::elem::<f64>(loss))
+}
+
+/// top-1 / top-5 (in %) and mean loss of `model` (eval mode) over one pass of `loader`.
+pub fn validate<B: Backend>(model: &MaxxVit<B>, loader: &Loader, device: &B::Device) -> Result<Metrics> {
+    let (mut n, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0.0f64);
+    for batch in loader.epoch(0, 0) {
+        let batch = batch?;
+        if batch.labels.is_empty() {
+            continue;
+        }
+        let x = Tensor::<B, 4>::from_data(TensorData::new(batch.f32, batch.shape), device);
+        let (t1, t5, l) = batch_stats(model.forward(x), &batch.labels);
+        n += batch.labels.len();
+        top1 += t1;
+        top5 += t5;
+        loss += l;
+    }
+    let n = n.max(1) as f64;
+    Ok(Metrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, loss: loss / n })
+}
+
+/// Append a row to `summary.csv` (header when the file is new), as timm's `update_summary`.
+pub fn append_summary(path: &Path, epoch: u64, train_loss: f64, eval: Option<Metrics>, lr: f64) -> Result<()> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if new {
+        writeln!(f, "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr")?;
+    }
+    let (l, t1, t5) = eval.map_or((f64::NAN, f64::NAN, f64::NAN), |m| (m.loss, m.top1, m.top5));
+    writeln!(f, "{epoch},{train_loss:.6},{l:.6},{t1:.4},{t5:.4},{lr:.8}")?;
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! `trainer release`: weights a timm user loads as they are — `model.safetensors` (timm
+//! `state_dict()` layout), `config.json` in the Hugging Face format timm writes (spec §9), and a
+//! model card — re-loaded and checked against the weights in memory before success is reported.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use model::state_dict::{serialize_state_dict, torch_metadata, write_atomic};
+use model::{load_safetensors, LoadMode, MaxxVit, SaveDtype};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::RunConfig;
+use crate::setup;
+
+/// A run directory (its best checkpoint by val top-1, else the newest) or a checkpoint directory.
+pub fn resolve_checkpoint(path: &Path) -> Result<(PathBuf, TrainState)> {
+    if path.join("state.json").is_file() {
+        return Ok((path.to_path_buf(), checkpoint::verify(path)?));
+    }
+    let dir = path.join("checkpoints");
+    let mut candidates: Vec<(PathBuf, TrainState)> =
+        checkpoint::list(&dir).into_iter().filter_map(|p| checkpoint::verify(&p).ok().map(|s| (p, s))).collect();
+    if candidates.is_empty() {
+        bail!("{}: no readable checkpoint (expected a run directory or a checkpoint directory)", path.display());
+    }
+    // Newest first; the best top-1 wins, the newest among equals.
+    candidates.sort_by(|a, b| {
+        let (ma, mb) =
+            (a.1.metrics.map_or(f64::NEG_INFINITY, |m| m.top1), b.1.metrics.map_or(f64::NEG_INFINITY, |m| m.top1));
+        mb.total_cmp(&ma).then(b.1.global_step.cmp(&a.1.global_step))
+    });
+    Ok(candidates.remove(0))
+}
+
+pub struct ReleaseArgs {
+    pub source: PathBuf,
+    pub out: PathBuf,
+    pub ema: bool,
+    pub dtype: SaveDtype,
+    pub labels: Option<PathBuf>,
+}
+
+pub fn run<B: Backend>(device: &B::Device, args: ReleaseArgs) -> Result<()> {
+    let (ckpt, state) = resolve_checkpoint(&args.source)?;
+    let run_dir = ckpt.parent().and_then(Path::parent).context("checkpoint has no run directory")?;
+    let cfg_path = run_dir.join("config.toml");
+    let cfg =
+        RunConfig::load(&cfg_path, &[]).with_context(|| format!("reading the run's config {}", cfg_path.display()))?;
+    let spec = setup::model_spec(&cfg)?;
+    let weights = ckpt.join(if args.ema { "ema.safetensors" } else { "model.safetensors" });
+    if !weights.is_file() {
+        bail!("{} not found{}", weights.display(), if args.ema { " (the run had no EMA)" } else { "" });
+    }
+    let model = MaxxVit::<B>::new(&spec.cfg, &spec.args, device)?;
+    let (model, _) = load_safetensors(model, &weights, LoadMode::Strict)?;
+
+    std::fs::create_dir_all(&args.out)?;
+    let model_file = args.out.join("model.safetensors");
+    let bytes = serialize_state_dict(&model.state_dict(), args.dtype, Some(torch_metadata()))?;
+    write_atomic(&model_file, &bytes)?;
+    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+
+    // pretrained_cfg as timm's `save_config_for_hf` writes it (spec §9.1).
+    let [h, w] = spec.args.img_size;
+    let eval = setup::eval_transform(&cfg, &spec);
+    let arch = spec.name.split('.').next().unwrap_or(&spec.name).to_string();
+    let mut config = json!({
+        "architecture": arch,
+        "num_classes": spec.args.num_classes,
+        "num_features": spec.cfg.num_features(),
+        "global_pool": spec.args.global_pool,
+        "pretrained_cfg": {
+            "tag": cfg.name,
+            "custom_load": false,
+            "input_size": [3, h, w],
+            "fixed_input_size": true,
+            "interpolation": eval.interpolation,
+            "crop_pct": eval.crop_pct,
+            "crop_mode": eval.crop_mode,
+            "mean": eval.mean,
+            "std": eval.std,
+            "num_classes": spec.args.num_classes,
+            "pool_size": [h / 32, w / 32],
+            "first_conv": "stem.conv1",
+            "classifier": "head.fc",
+        },
+    });
+    if cfg.model.config_file.is_some() {
+        config["model_args"] = json!({"img_size": [h, w], "num_classes": spec.args.num_classes});
+        config["maxxvit_cfg"] = serde_json::to_value(&spec.cfg)?;
+    }
+    if let Some(labels) = &args.labels {
+        let names: Vec<String> = std::fs::read_to_string(labels)?.lines().map(str::to_string).collect();
+        config["label_names"] = json!(names);
+    }
+    write_atomic(&args.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+
+    let metrics = state.metrics.map_or("not validated".to_string(), |m| {
+        format!("top-1 {:.3} %, top-5 {:.3} %, loss {:.4}", m.top1, m.top5, m.loss)
+    });
+    let card = format!(
+        "---\ntags:\n- image-classification\n- timm\nlibrary_name: timm\nlicense: apache-2.0\n---\n# Model card for {arch}.{tag}\n\n\
+         Trained with maxxvit-rs (run `{run}`, {step} optimizer steps, {which} weights).\n\n\
+         - Validation: {metrics}\n- Weights: `model.safetensors` ({dtype:?}), sha256 `{sha}`\n\n\
+         ```python\nimport timm\nmodel = timm.create_model('{arch}', pretrained=True, num_classes={nc},\n    pretrained_cfg_overlay=dict(file='model.safetensors'))\n```\n\n## Training config\n\n```toml\n{toml}```\n",
+        tag = cfg.name,
+        run = run_dir.display(),
+        step = state.global_step,
+        which = if args.ema { "EMA" } else { "model" },
+        dtype = args.dtype,
+        nc = spec.args.num_classes,
+        toml = cfg.to_toml(),
+    );
+    write_atomic(&args.out.join("README.md"), card.as_bytes())?;
+
+    // Self-check: the written file loads strictly and gives the same logits.
+    let reloaded =
+        load_safetensors(MaxxVit::<B>::new(&spec.cfg, &spec.args, device)?, &model_file, LoadMode::Strict)?.0;
+    let x = Tensor::<B, 4>::random([2, spec.args.in_chans, h, w], Distribution::Normal(0.0, 1.0), device);
+    let (a, b) = (model.forward(x.clone()), reloaded.forward(x));
+    let err: f64 = (a.clone() - b).square().sum().sqrt().into_scalar().elem::<f64>()
+        / a.square().sum().sqrt().into_scalar().elem::<f64>().max(1e-12);
+    let tol = if args.dtype == SaveDtype::F32 { 0.0 } else { 5e-2 };
+    if err > tol {
+        bail!("self-check failed: reloaded release differs from the checkpoint (rel err {err:.2e})");
+    }
+    println!(
+        "released {} (step {}) to {}: sha256 {sha}, self-check rel err {err:.1e}",
+        ckpt.display(),
+        state.global_step,
+        args.out.display()
+    );
+    Ok(())
+}
+
+use burn::tensor::ElementConversion;
