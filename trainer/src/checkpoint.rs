@@ -70,9 +70,13 @@ fn optimizer_bytes<B: AutodiffBackend>(opt: &Optimizer<B>) -> Result<Vec<u8>> {
             ));
         }
     }
-    let mut meta = torch_metadata();
-    meta.insert("step".into(), opt.step.to_string());
-    Ok(serialize_state_dict(&entries, SaveDtype::F32, Some(meta))?)
+    // The step goes in as a tensor: safetensors writes a HashMap's metadata in hash order, and
+    // a checkpoint must be byte-for-byte reproducible.
+    entries.push((
+        KeyInfo { key: "step".into(), shape: vec![], kind: EntryKind::Counter },
+        Values::I64(vec![opt.step as i64]),
+    ));
+    Ok(serialize_state_dict(&entries, SaveDtype::F32, Some(torch_metadata()))?)
 }
 
 /// Write a checkpoint atomically; returns its directory.
@@ -164,16 +168,9 @@ pub fn load_optimizer<B: AutodiffBackend>(
     device: &burn::tensor::Device<B::InnerBackend>,
 ) -> Result<()> {
     let path = ckpt.join("optimizer.safetensors");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
-    opt.step = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("step"))
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{}: no step in metadata", path.display()))?;
     let tensors = model::golden::read_tensors(&path)?;
+    let step = tensors.get("step").and_then(|t| t.i64.first().copied());
+    opt.step = step.with_context(|| format!("{}: no optimizer step", path.display()))? as u64;
     opt.state.clear();
     for (name, t) in &tensors {
         if let Some(key) = name.strip_prefix("exp_avg.") {

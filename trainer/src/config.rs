@@ -327,9 +327,17 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
-    /// sha256 of the resolved config, recorded in every checkpoint.
+    /// sha256 of what determines the run's result, recorded in every checkpoint. Settings that
+    /// only say when to stop, save or log (and where the run directory lives) are left out, so
+    /// a run can be resumed with a later `max_steps` or another checkpoint cadence.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.to_toml().as_bytes());
+        let mut identity = self.clone();
+        identity.output_dir = PathBuf::new();
+        identity.training.max_steps = 0;
+        identity.checkpoint = CheckpointSection::default();
+        identity.logging = LoggingSection::default();
+        identity.distributed = DistributedSection::default();
+        let digest = Sha256::digest(identity.to_toml().as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
