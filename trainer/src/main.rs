@@ -287,10 +287,8 @@ fn run(cli: Cli) -> Result<()> {
             if init.is_some() {
                 cfg.model.init = init;
             }
-            match &cfg.model.init {
-                None => bail!("fine-tuning needs initial weights: --init CHECKPOINT_OR_SAFETENSORS or model.init"),
-                Some(p) if !p.exists() => bail!("initial weights {} not found", p.display()),
-                Some(_) => {}
+            if cfg.model.init.is_none() {
+                bail!("fine-tuning needs initial weights: --init CHECKPOINT_OR_SAFETENSORS or model.init");
             }
             train(cfg, resume)
         }
@@ -324,6 +322,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn train(cfg: trainer::config::RunConfig, resume: Option<trainer::train::Resume>) -> Result<()> {
+    trainer::setup::check_paths(&cfg)?;
     init_logging(Some(cfg.run_dir().join("train.log")));
     let device: DeviceChoice = cfg.training.device.parse()?;
     let outcome = with_backend!(device, |B, dev| trainer::train::run::<B>(&dev, cfg, resume))?;

@@ -34,6 +34,14 @@ pub fn model_spec(cfg: &RunConfig) -> Result<ModelSpec> {
 /// Fine-tuning start: weights from a checkpoint directory (EMA preferred, as timm's
 /// `--initial-checkpoint`) or a timm safetensors file; a classifier of another shape is replaced.
 pub fn load_init<B: Backend>(model: MaxxVit<B>, init: &Path) -> Result<MaxxVit<B>> {
+    // A run directory stands for its best checkpoint.
+    let resolved;
+    let init = if init.join("checkpoints").is_dir() {
+        resolved = crate::release::resolve_checkpoint(init)?.0;
+        resolved.as_path()
+    } else {
+        init
+    };
     let file = if init.is_dir() {
         let ema = init.join("ema.safetensors");
         if ema.is_file() {
@@ -128,6 +136,19 @@ fn source(cfg: &RunConfig, split: &str, shards: &Option<String>) -> Result<Optio
             Ok(Some(Source::Shards { shards: paths, num_samples, labels: LabelSource::Cls }))
         }
     }
+}
+
+/// The paths a run needs, checked before any device or directory is touched.
+pub fn check_paths(cfg: &RunConfig) -> Result<()> {
+    if !cfg.data.root.exists() {
+        bail!("data directory {} not found (data.root)", cfg.data.root.display());
+    }
+    if let Some(init) = &cfg.model.init {
+        if !init.exists() {
+            bail!("initial weights {} not found (model.init)", init.display());
+        }
+    }
+    Ok(())
 }
 
 /// Train and (if present) validation loaders for this rank.
