@@ -93,7 +93,13 @@ pub fn save<B: AutodiffBackend>(
     let final_dir = dir.join(&name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let model_bytes = serialize_state_dict(&model.state_dict(), SaveDtype::F32, Some(torch_metadata()))?;
+    let weights = model.state_dict();
+    if let Some((info, _)) =
+        weights.iter().find(|(_, v)| matches!(v, Values::F32(x) if x.iter().any(|f| !f.is_finite())))
+    {
+        bail!("refusing to checkpoint step {}: {} holds NaN/inf (the run diverged)", state.global_step, info.key);
+    }
+    let model_bytes = serialize_state_dict(&weights, SaveDtype::F32, Some(torch_metadata()))?;
     let mut files = vec![("model.safetensors", model_bytes), ("optimizer.safetensors", optimizer_bytes(opt)?)];
     if let Some(ema) = ema {
         files.push((

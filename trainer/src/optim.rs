@@ -212,7 +212,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
         let n = shape.num_elements();
         let p = tensor.inner().reshape([n]);
         let wd = if decays(&key, D) { self.opt.cfg.weight_decay } else { 0.0 };
-        let updated = self.opt.update(&key, p, grad.clone(), lr, wd);
+        let updated = self.opt.update_param(&key, p, grad.clone(), lr, wd);
         let tensor = Tensor::from_inner(updated.reshape(shape)).require_grad();
         Param::from_mapped_value(id, tensor, mapper)
     }
@@ -244,7 +244,9 @@ impl<B: AutodiffBackend> Optimizer<B> {
         burn::module::Module::map(model, &mut stepper)
     }
 
-    fn update(
+    /// Update one flattened parameter `p` with gradient `g` (moments kept under `key`), at the
+    /// optimizer's current `step`.
+    pub fn update_param(
         &mut self,
         key: &str,
         p: Tensor<B::InnerBackend, 1>,

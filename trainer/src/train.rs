@@ -206,6 +206,9 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
             let mut keyed = gather_grads(&model, &acc.grads());
             if cfg.optimizer.clip_grad > 0.0 {
                 let norm = keyed.global_norm();
+                if !norm.is_finite() {
+                    bail!("gradient norm is {norm} at epoch {epoch}, update {global_step}: stopping before anything is saved");
+                }
                 let coef = cfg.optimizer.clip_grad / (norm + 1e-6);
                 if coef < 1.0 {
                     keyed.scale(coef);

@@ -270,3 +270,25 @@ fn bad_config_missing_data_and_unreadable_checkpoints_fail_cleanly() {
     let err = trainer_err(&["train", "--config", real.to_str().unwrap(), "--resume", damaged.to_str().unwrap()]);
     assert!(err.contains("state.json"), "{err}");
 }
+
+#[test]
+fn a_diverging_run_stops_before_saving_non_finite_weights() {
+    let out = scratch("nan");
+    let cfg = config(
+        &out,
+        &[
+            "optimizer.lr=1e12",
+            "optimizer.clip_grad=0.0",
+            "schedule.warmup_epochs=0",
+            "checkpoint.every_steps=1",
+            "training.max_steps=40",
+        ],
+    );
+    let err = run::<Flex>(&Default::default(), cfg.clone(), None).unwrap_err().to_string();
+    assert!(err.contains("NaN") || err.contains("inf"), "{err}");
+    // Every checkpoint that was written holds finite weights.
+    for ckpt in trainer::checkpoint::list(&cfg.run_dir().join("checkpoints")) {
+        let weights = read_tensors(&ckpt.join("model.safetensors")).unwrap();
+        assert!(weights.values().all(|t| t.f32.iter().all(|v| v.is_finite())), "{}", ckpt.display());
+    }
+}
