@@ -9,6 +9,7 @@ pub mod ema;
 pub mod metrics;
 pub mod model_spec;
 pub mod optim;
+pub mod plots;
 pub mod release;
 pub mod setup;
 pub mod train;

@@ -264,6 +264,9 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
         }
         if epoch_done {
             append_summary(&summary, epoch, train_loss, metrics, lr)?;
+            if let Err(e) = crate::plots::write(&summary, &run_dir.join("plots")) {
+                tracing::warn!("could not draw the curves: {e:#}");
+            }
             let st = state_at(global_step, epoch + 1, 0, lr, train_loss, metrics);
             outcome.last_checkpoint = Some(save(&model, &ema, &opt, st)?);
             epoch += 1;

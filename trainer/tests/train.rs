@@ -78,6 +78,10 @@ fn smoke_config_learns_fashion_mnist() {
     assert_eq!(summary.lines().next().unwrap(), "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr");
     assert_eq!(summary.lines().count(), 3);
     assert!(cfg.run_dir().join("config.toml").is_file());
+    for plot in ["loss.png", "accuracy.png", "lr.png"] {
+        let img = image::open(cfg.run_dir().join("plots").join(plot)).unwrap().to_rgb8();
+        assert!(img.pixels().any(|p| p.0 == [31, 119, 180]), "{plot} has a curve");
+    }
 }
 
 fn step_dir(cfg: &RunConfig, step: u64) -> PathBuf {
