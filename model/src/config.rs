@@ -135,24 +135,7 @@ impl StageBlockTypes {
     }
 }
 
-/// `stem_width`: an int `w` (meaning `(w, w)`) or a pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum StemWidth {
-    One(usize),
-    Two([usize; 2]),
-}
-
-impl StemWidth {
-    pub fn pair(self) -> [usize; 2] {
-        match self {
-            Self::One(w) => [w, w],
-            Self::Two(p) => p,
-        }
-    }
-}
-
-/// A size that timm accepts as an int or a 2-tuple (`to_2tuple`).
+/// A size timm accepts as an int or a 2-tuple (`to_2tuple`): `stem_width`, window and grid sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Size2 {
@@ -343,7 +326,7 @@ pub struct MaxxVitConfig {
     pub embed_dim: Vec<usize>,
     pub depths: Vec<usize>,
     pub block_type: Vec<StageBlockTypes>,
-    pub stem_width: StemWidth,
+    pub stem_width: Size2,
     pub stem_bias: bool,
     pub conv_cfg: MaxxVitConvCfg,
     pub transformer_cfg: MaxxVitTransformerCfg,
@@ -357,7 +340,7 @@ impl Default for MaxxVitConfig {
             embed_dim: vec![96, 192, 384, 768],
             depths: vec![2, 3, 5, 2],
             block_type: ["C", "C", "T", "T"].iter().map(|b| StageBlockTypes::One(letter(b))).collect(),
-            stem_width: StemWidth::One(64),
+            stem_width: Size2::One(64),
             stem_bias: false,
             conv_cfg: MaxxVitConvCfg::default(),
             transformer_cfg: MaxxVitTransformerCfg::default(),

@@ -46,27 +46,32 @@ impl KeyInfo {
     }
 }
 
-/// Tracks the timm key of the module being visited.
-#[derive(Default)]
-struct KeyPath {
+/// Tracks the timm key of the module being visited by a `ModuleVisitor` / `ModuleMapper`:
+/// call `enter` / `exit` from their `enter_module` / `exit_module` hooks.
+#[derive(Debug, Default)]
+pub struct KeyPath {
     parts: Vec<String>,
     features_only: bool,
 }
 
 impl KeyPath {
-    fn enter(&mut self, name: &str, container: &str) {
+    pub fn new(features_only: bool) -> Self {
+        Self { parts: vec![], features_only }
+    }
+
+    pub fn enter(&mut self, name: &str, container: &str) {
         if !container.starts_with("Enum:") {
             self.parts.push(name.to_string());
         }
     }
 
-    fn exit(&mut self, container: &str) {
+    pub fn exit(&mut self, container: &str) {
         if !container.starts_with("Enum:") {
             self.parts.pop();
         }
     }
 
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         let key = self.parts.join(".");
         match (self.features_only, key.strip_prefix("stages.")) {
             (true, Some(rest)) => format!("stages_{rest}"),
@@ -114,7 +119,7 @@ impl<B: Backend, V: KeyedVisitor<B>> ModuleVisitor<B> for Keyed<V> {
 }
 
 fn visit_keyed<B: Backend, V: KeyedVisitor<B>>(model: &MaxxVit<B>, inner: V) -> V {
-    let mut keyed = Keyed { path: KeyPath { features_only: model.args.features_only, ..Default::default() }, inner };
+    let mut keyed = Keyed { path: KeyPath::new(model.args.features_only), inner };
     model.visit(&mut keyed);
     keyed.inner
 }
@@ -431,7 +436,7 @@ pub fn load_safetensors<B: Backend>(
     report.loaded = decoded.len();
     report.source_dtypes = dtypes.into_iter().map(|(d, n)| format!("{d}×{n}")).collect();
     let features_only = model.args.features_only;
-    let mut applier = Applier { path: KeyPath { features_only, ..Default::default() }, values: decoded };
+    let mut applier = Applier { path: KeyPath::new(features_only), values: decoded };
     let model = model.map(&mut applier);
     debug_assert!(applier.values.is_empty(), "every decoded tensor has a home");
     Ok((model, report))

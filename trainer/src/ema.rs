@@ -96,10 +96,10 @@ impl<B: AutodiffBackend> Ema<B> {
     /// Blend the current model in after optimizer update number `step` (1-based).
     pub fn update(&mut self, model: &MaxxVit<B>, step: u64) {
         let mut snap =
-            Snapshot::<B::InnerBackend> { path: KeyPath::default(), floats: HashMap::new(), ints: HashMap::new() };
+            Snapshot::<B::InnerBackend> { path: KeyPath::new(false), floats: HashMap::new(), ints: HashMap::new() };
         model.visit(&mut snap);
         let keep = self.decay_at(step);
-        let mut blend = Blend { path: KeyPath::default(), snap, keep };
+        let mut blend = Blend { path: KeyPath::new(false), snap, keep };
         self.model = self.model.clone().map(&mut blend);
     }
 }

@@ -13,27 +13,7 @@ use model::MaxxVit;
 
 use crate::config::{OptimizerKind, OptimizerSection, ScheduleSection};
 
-/// Module path → timm key, skipping enum variants (as `model::state_dict` does).
-#[derive(Default)]
-pub struct KeyPath(Vec<String>);
-
-impl KeyPath {
-    pub fn enter(&mut self, name: &str, container: &str) {
-        if !container.starts_with("Enum:") {
-            self.0.push(name.to_string());
-        }
-    }
-
-    pub fn exit(&mut self, container: &str) {
-        if !container.starts_with("Enum:") {
-            self.0.pop();
-        }
-    }
-
-    pub fn key(&self) -> String {
-        self.0.join(".")
-    }
-}
+pub use model::state_dict::KeyPath;
 
 fn is_buffer(key: &str) -> bool {
     key.ends_with(".running_mean") || key.ends_with(".running_var")
@@ -182,7 +162,7 @@ impl<B: Backend> KeyedGrads<B> {
 use burn::tensor::ElementConversion;
 
 pub fn gather_grads<B: AutodiffBackend>(model: &MaxxVit<B>, grads: &GradientsParams) -> KeyedGrads<B::InnerBackend> {
-    let mut g = GradGatherer::<B> { path: KeyPath::default(), grads, out: HashMap::new() };
+    let mut g = GradGatherer::<B> { path: KeyPath::new(false), grads, out: HashMap::new() };
     burn::module::Module::visit(model, &mut g);
     KeyedGrads { grads: g.out }
 }
@@ -236,11 +216,11 @@ impl<B: AutodiffBackend> Optimizer<B> {
             if norm > 1.0 {
                 let mut clipped = KeyedGrads { grads: grads.grads.clone() };
                 clipped.scale(1.0 / norm);
-                let mut stepper = Stepper { path: KeyPath::default(), opt: self, grads: &clipped, lr };
+                let mut stepper = Stepper { path: KeyPath::new(false), opt: self, grads: &clipped, lr };
                 return burn::module::Module::map(model, &mut stepper);
             }
         }
-        let mut stepper = Stepper { path: KeyPath::default(), opt: self, grads, lr };
+        let mut stepper = Stepper { path: KeyPath::new(false), opt: self, grads, lr };
         burn::module::Module::map(model, &mut stepper)
     }
 

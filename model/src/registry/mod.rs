@@ -5,7 +5,7 @@ mod pretrained;
 
 use crate::config::{
     ActLayer, BlockKind, ConvBlockType, MaxxVitConfig, MaxxVitConvCfg, MaxxVitTransformerCfg, ModelArgs, NormLayer,
-    PaddingMode, PoolType, RelPosType, StageBlockTypes, StemWidth, StrideMode, WeightInit,
+    PaddingMode, PoolType, RelPosType, Size2, StageBlockTypes, StrideMode, WeightInit,
 };
 use crate::ModelError;
 
@@ -103,7 +103,7 @@ fn blocks(letters: &[&[BlockKind]]) -> Vec<StageBlockTypes> {
 
 use BlockKind::{C, M, PM, T};
 
-fn base(embed_dim: [usize; 4], depths: [usize; 4], stem_width: StemWidth, kinds: &[&[BlockKind]]) -> MaxxVitConfig {
+fn base(embed_dim: [usize; 4], depths: [usize; 4], stem_width: Size2, kinds: &[&[BlockKind]]) -> MaxxVitConfig {
     MaxxVitConfig {
         embed_dim: embed_dim.to_vec(),
         depths: depths.to_vec(),
@@ -266,12 +266,12 @@ fn tf_cfg(mut cfg: MaxxVitConfig, head_hidden: usize) -> MaxxVitConfig {
 }
 
 fn paper_coatnet(embed_dim: [usize; 4], depths: [usize; 4], stem: usize, head_hidden: usize) -> MaxxVitConfig {
-    MaxxVitConfig { head_hidden_size: Some(head_hidden), ..base(embed_dim, depths, StemWidth::One(stem), COAT) }
+    MaxxVitConfig { head_hidden_size: Some(head_hidden), ..base(embed_dim, depths, Size2::One(stem), COAT) }
 }
 
 /// timm `model_cfgs[name]` (after the dataclasses' `__post_init__`).
 pub fn model_cfg(name: &str) -> Option<MaxxVitConfig> {
-    use StemWidth::{One, Two};
+    use Size2::{One, Two};
     let w = |a, b| Two([a, b]);
     let (d96, d64, d128, d192, d32) =
         ([96, 192, 384, 768], [64, 128, 256, 512], [128, 256, 512, 1024], [192, 384, 768, 1536], [32, 64, 128, 256]);
