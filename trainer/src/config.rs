@@ -286,7 +286,13 @@ impl RunConfig {
         }
         let mut figment = Figment::from(Serialized::defaults(RunConfig::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("MAXXVIT_").split("__").ignore(&["golden_dir", "shared_dir", "fashion_mnist_dir"]));
+            // `MAXXVIT_SECTION__KEY` is config (a misspelt section is an error); other `MAXXVIT_*`
+            // variables without `__` (MAXXVIT_GOLDEN_DIR, …) belong to tools and tests.
+            .merge(
+                Env::prefixed("MAXXVIT_")
+                    .filter(|k| k.as_str().contains("__") || ["name", "output_dir"].contains(&k.as_str()))
+                    .split("__"),
+            );
         for set in sets {
             let (key, value) =
                 set.split_once('=').with_context(|| format!("--set {set}: expected section.key=value"))?;

@@ -94,6 +94,11 @@ enum Command {
         #[arg(long, value_parser = parse_resume)]
         resume: Option<trainer::train::Resume>,
     },
+    /// Print the resolved run config (file + environment + --set) and its hash.
+    Config {
+        #[command(flatten)]
+        run: RunSelect,
+    },
     /// Top-1 / top-5 / loss of a checkpoint on the config's validation set.
     Validate {
         #[command(flatten)]
@@ -291,6 +296,11 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("fine-tuning needs initial weights: --init CHECKPOINT_OR_SAFETENSORS or model.init");
             }
             train(cfg, resume)
+        }
+        Command::Config { run } => {
+            let cfg = run.load("configs/in12k_pretrain.toml")?;
+            println!("{}# config hash: {}", cfg.to_toml(), cfg.hash());
+            Ok(())
         }
         Command::Validate { run, checkpoint, ema } => {
             let cfg = run.load("configs/in1k_finetune.toml")?;

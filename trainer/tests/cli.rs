@@ -94,3 +94,37 @@ fn models_lists_all_58_and_inspect_prints_timm_keys() {
     assert!(text.contains("stages.3.blocks.0.attn_grid.attn.rel_pos.relative_position_bias_table\t[225, 24]\tF32"));
     let _ = Path::new("");
 }
+
+#[test]
+fn config_layers_file_environment_and_set_and_rejects_unknown_keys() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = trainer()
+        .args(["config", "--config", "configs/smoke.toml", "--set", "optimizer.lr=0.5", "--set", "model.num_classes=7"])
+        .env("MAXXVIT_TRAINING__BATCH_SIZE", "48")
+        .env("MAXXVIT_SOME_TOOL_DIR", "/ignored")
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cfg: toml::Table = toml::from_str(text.split("# config hash").next().unwrap()).unwrap();
+    assert_eq!(cfg["training"]["batch_size"].as_integer(), Some(48), "environment override");
+    assert_eq!(cfg["optimizer"]["lr"].as_float(), Some(0.5), "--set override");
+    assert_eq!(cfg["model"]["num_classes"].as_integer(), Some(7));
+    assert_eq!(cfg["optimizer"]["weight_decay"].as_float(), Some(0.05), "file value kept");
+
+    let err = trainer()
+        .args(["config", "--config", "configs/smoke.toml", "--set", "optimizer.lrr=1"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&err.stderr);
+    assert!(err.contains("lrr") && err.contains("smoke.toml"), "{err}");
+    let err = trainer()
+        .args(["config", "--config", "configs/smoke.toml"])
+        .env("MAXXVIT_TRAINIG__SEED", "1")
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&err.stderr).contains("TRAINIG"));
+}
