@@ -263,14 +263,14 @@ fn bad_config_missing_data_and_unreadable_checkpoints_fail_cleanly() {
     assert!(err.contains("/nonexistent/fmnist"), "{err}");
     assert!(!cfg.run_dir().exists(), "a failed start leaves no run directory behind");
 
-    let err = trainer_err(&["finetune", "--config", good.to_str().unwrap(), "--init", "/nonexistent/ckpt"]);
+    let real = out.join("real.toml");
+    std::fs::write(&real, cfg.to_toml()).unwrap();
+    let err = trainer_err(&["finetune", "--config", real.to_str().unwrap(), "--init", "/nonexistent/ckpt"]);
     assert!(err.contains("/nonexistent/ckpt"), "{err}");
 
     let damaged = out.join("damaged-ckpt");
     std::fs::create_dir_all(&damaged).unwrap();
     std::fs::write(damaged.join("state.json"), "{not json").unwrap();
-    let real = out.join("real.toml");
-    std::fs::write(&real, cfg.to_toml()).unwrap();
     let err = trainer_err(&["train", "--config", real.to_str().unwrap(), "--resume", damaged.to_str().unwrap()]);
     assert!(err.contains("state.json"), "{err}");
 }
