@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod config;
 pub mod device;
+pub mod dist;
 pub mod ema;
 pub mod metrics;
 pub mod model_spec;

@@ -1,0 +1,104 @@
+//! Data-parallel collectives, the only thing the training step knows about other ranks.
+//!
+//! Implementations: [`Single`] (one process), [`local::InProcess`] (threads; unit tests),
+//! [`tcp::Tcp`] (one process per rank over TCP, rank 0 the hub: CPU runs and the launcher's
+//! tests) and, with `--features cuda`, NCCL through cudarc (`nccl.rs`). Sums are taken in rank
+//! order, so a reduction is deterministic.
+
+pub mod local;
+pub mod tcp;
+
+use anyhow::{bail, Context, Result};
+
+/// What every rank of a job can do together.
+pub trait Collective: Send {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+    /// Element-wise sum over ranks, result on every rank. `what` names the operation in errors.
+    fn all_reduce_sum(&mut self, buf: &mut [f32], what: &str) -> Result<()>;
+    fn all_reduce_sum_f64(&mut self, buf: &mut [f64], what: &str) -> Result<()>;
+    /// Rank 0's `buf` on every rank.
+    fn broadcast(&mut self, buf: &mut [f32], what: &str) -> Result<()>;
+    fn barrier(&mut self, what: &str) -> Result<()> {
+        self.all_reduce_sum(&mut [], what)
+    }
+    fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+}
+
+/// World size 1: every collective is the identity.
+pub struct Single;
+
+impl Collective for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn all_reduce_sum(&mut self, _: &mut [f32], _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&mut self, _: &mut [f64], _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast(&mut self, _: &mut [f32], _: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// This process's place in the job, from torchrun, SLURM or Open MPI variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    pub local_world: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl Rendezvous {
+    /// `RANK`/`WORLD_SIZE`/`LOCAL_RANK`/`LOCAL_WORLD_SIZE`/`MASTER_ADDR`/`MASTER_PORT`
+    /// (torchrun), else `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID`, else
+    /// `OMPI_COMM_WORLD_*`, else a single process.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let num = |k: &str| -> Result<Option<usize>> {
+            get(k).map(|v| v.trim().parse::<usize>().with_context(|| format!("{k}={v} is not a number"))).transpose()
+        };
+        let (rank, world, local_rank, local_world) = if let (Some(r), Some(w)) = (num("RANK")?, num("WORLD_SIZE")?) {
+            (r, w, num("LOCAL_RANK")?.unwrap_or(r), num("LOCAL_WORLD_SIZE")?.unwrap_or(w))
+        } else if let (Some(r), Some(w)) = (num("SLURM_PROCID")?, num("SLURM_NTASKS")?) {
+            (r, w, num("SLURM_LOCALID")?.unwrap_or(0), num("SLURM_NTASKS_PER_NODE")?.unwrap_or(w))
+        } else if let (Some(r), Some(w)) = (num("OMPI_COMM_WORLD_RANK")?, num("OMPI_COMM_WORLD_SIZE")?) {
+            (r, w, num("OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0), num("OMPI_COMM_WORLD_LOCAL_SIZE")?.unwrap_or(w))
+        } else {
+            (0, 1, 0, 1)
+        };
+        if world == 0 || rank >= world {
+            bail!("rank {rank} is not in a world of {world}");
+        }
+        let master_addr = get("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let master_port = match get("MASTER_PORT") {
+            Some(p) => p.trim().parse().with_context(|| format!("MASTER_PORT={p} is not a port"))?,
+            None => 29500,
+        };
+        if world > 1 && get("MASTER_ADDR").is_none() && local_world != world {
+            bail!("a multi-node job needs MASTER_ADDR (rank 0's host)");
+        }
+        Ok(Self { rank, world, local_rank, local_world, master_addr, master_port })
+    }
+}
+
+/// Mean-reduce `buf` over ranks.
+pub fn all_reduce_mean(c: &mut dyn Collective, buf: &mut [f32], what: &str) -> Result<()> {
+    c.all_reduce_sum(buf, what)?;
+    let w = c.world() as f32;
+    if w > 1.0 {
+        for v in buf.iter_mut() {
+            *v /= w;
+        }
+    }
+    Ok(())
+}
