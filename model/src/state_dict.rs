@@ -145,19 +145,26 @@ pub enum Values {
     I64(Vec<i64>),
 }
 
-struct ValueCollector(Vec<(KeyInfo, Values)>);
+/// Collects host values; `buffers_only` skips the trainable parameters.
+struct ValueCollector {
+    out: Vec<(KeyInfo, Values)>,
+    buffers_only: bool,
+}
 
 impl<B: Backend> KeyedVisitor<B> for ValueCollector {
     fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
+        if self.buffers_only && kind_of(&key) == EntryKind::Parameter {
+            return;
+        }
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
         let data = tensor.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor data");
-        self.0.push((KeyInfo { kind: kind_of(&key), key, shape }, Values::F32(data)));
+        self.out.push((KeyInfo { kind: kind_of(&key), key, shape }, Values::F32(data)));
     }
 
     fn int<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D, Int>>) {
         let data = param.val().into_data().convert::<i64>().to_vec::<i64>().expect("int tensor data");
-        self.0.push((KeyInfo { key, shape: vec![], kind: EntryKind::Counter }, Values::I64(data)));
+        self.out.push((KeyInfo { key, shape: vec![], kind: EntryKind::Counter }, Values::I64(data)));
     }
 }
 
@@ -169,7 +176,29 @@ impl<B: Backend> MaxxVit<B> {
 
     /// The full state dict as host values (materialises lazy parameters).
     pub fn state_dict(&self) -> Vec<(KeyInfo, Values)> {
-        visit_keyed(self, ValueCollector(vec![])).0
+        visit_keyed(self, ValueCollector { out: vec![], buffers_only: false }).out
+    }
+
+    /// Only the persistent buffers (BatchNorm running stats and counters), as host values.
+    pub fn buffer_state(&self) -> Vec<(KeyInfo, Values)> {
+        visit_keyed(self, ValueCollector { out: vec![], buffers_only: true }).out
+    }
+
+    /// Replace the named entries with `entries` (as [`MaxxVit::state_dict`] returns them; the
+    /// shapes are trusted). Parameters keep their autodiff setting.
+    pub fn set_state(self, entries: Vec<(KeyInfo, Values)>) -> Self {
+        let values = entries
+            .into_iter()
+            .map(|(info, v)| {
+                let decoded = match v {
+                    Values::F32(f) => Decoded::Floats(f, info.shape),
+                    Values::I64(i) => Decoded::Count(i.first().copied().unwrap_or(0)),
+                };
+                (info.key, decoded)
+            })
+            .collect();
+        let features_only = self.args.features_only;
+        self.map(&mut Applier { path: KeyPath::new(features_only), values })
     }
 }
 

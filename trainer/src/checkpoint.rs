@@ -27,6 +27,11 @@ pub struct TrainState {
     /// Loader batches consumed in `epoch` (micro-batches, for accumulation).
     pub batches_in_epoch: usize,
     pub config_hash: String,
+    /// Samples per micro-step over all ranks (the data position's unit).
+    #[serde(default)]
+    pub global_batch: usize,
+    #[serde(default)]
+    pub world: usize,
     pub model_name: String,
     pub num_classes: usize,
     /// Last validation metrics (top1, top5, loss), if any.

@@ -207,8 +207,11 @@ impl Default for ScheduleSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainingSection {
-    /// Per-rank batch size (per micro-step).
+    /// Per-rank batch size (per micro-step), used when `global_batch_size` is 0.
     pub batch_size: usize,
+    /// Samples per micro-step over all ranks (each rank takes `global / world`). Set it to
+    /// resume a run on another number of ranks with the same data order.
+    pub global_batch_size: usize,
     pub grad_accum_steps: usize,
     pub seed: u64,
     pub ema: bool,
@@ -225,6 +228,7 @@ impl Default for TrainingSection {
     fn default() -> Self {
         Self {
             batch_size: 128,
+            global_batch_size: 0,
             grad_accum_steps: 1,
             seed: 42,
             ema: false,
@@ -345,6 +349,18 @@ impl RunConfig {
         identity.distributed = DistributedSection::default();
         let digest = Sha256::digest(identity.to_toml().as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// This rank's batch size in a world of `world` ranks.
+    pub fn per_rank_batch(&self, world: usize) -> Result<usize> {
+        let g = self.training.global_batch_size;
+        if g == 0 {
+            return Ok(self.training.batch_size);
+        }
+        if g % world != 0 {
+            bail!("training.global_batch_size {g} is not divisible by the {world} ranks");
+        }
+        Ok(g / world)
     }
 
     pub fn run_dir(&self) -> PathBuf {

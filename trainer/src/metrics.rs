@@ -41,6 +41,17 @@ fn batch_stats<B: Backend>(logits: Tensor<B, 2>, labels: &[usize]) -> (usize, us
 
 /// top-1 / top-5 (in %) and mean loss of `model` (eval mode) over one pass of `loader`.
 pub fn validate<B: Backend>(model: &MaxxVit<B>, loader: &Loader, device: &B::Device) -> Result<Metrics> {
+    Ok(finish(validate_sums(model, loader, device)?))
+}
+
+/// Turn `[samples, top-1 hits, top-5 hits, summed loss]` (summed over ranks) into metrics.
+pub fn finish([n, top1, top5, loss]: [f64; 4]) -> Metrics {
+    let n = n.max(1.0);
+    Metrics { top1: 100.0 * top1 / n, top5: 100.0 * top5 / n, loss: loss / n }
+}
+
+/// `[samples, top-1 hits, top-5 hits, summed loss]` over this rank's share of the data.
+pub fn validate_sums<B: Backend>(model: &MaxxVit<B>, loader: &Loader, device: &B::Device) -> Result<[f64; 4]> {
     let (mut n, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0.0f64);
     for batch in loader.epoch(0, 0) {
         let batch = batch?;
@@ -54,8 +65,7 @@ pub fn validate<B: Backend>(model: &MaxxVit<B>, loader: &Loader, device: &B::Dev
         top5 += t5;
         loss += l;
     }
-    let n = n.max(1) as f64;
-    Ok(Metrics { top1: 100.0 * top1 as f64 / n, top5: 100.0 * top5 as f64 / n, loss: loss / n })
+    Ok([n as f64, top1 as f64, top5 as f64, loss])
 }
 
 /// Append a row to `summary.csv` (header when the file is new), as timm's `update_summary`.

@@ -153,6 +153,7 @@ pub fn check_paths(cfg: &RunConfig) -> Result<()> {
 
 /// Train and (if present) validation loaders for this rank.
 pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize) -> Result<Loaders> {
+    let batch_size = cfg.per_rank_batch(world)?;
     let d = &cfg.data;
     if !d.root.exists() {
         bail!("data directory {} not found (data.root)", d.root.display());
@@ -161,7 +162,7 @@ pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize) -> 
         .with_context(|| format!("no training split '{}' under {}", d.train_split, d.root.display()))?;
     let eval = eval_transform(cfg, spec);
     let base = LoaderConfig {
-        batch_size: cfg.training.batch_size,
+        batch_size,
         workers: d.workers.max(1),
         prefetch: d.prefetch.max(1),
         seed: cfg.training.seed,

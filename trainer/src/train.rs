@@ -19,12 +19,15 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use data::mixup::{mix_batch, smoothed_targets, MixupConfig};
 use data::rng::{splitmix64, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
+use model::state_dict::EntryKind;
 use model::{load_safetensors, LoadMode, MaxxVit};
 
 use crate::checkpoint::{self, Metrics, TrainState};
 use crate::config::RunConfig;
+use crate::dist::ddp::{all_reduce_grads, broadcast_state};
+use crate::dist::{Collective, Single};
 use crate::ema::Ema;
-use crate::metrics::{append_summary, soft_cross_entropy, validate};
+use crate::metrics::{append_summary, finish, soft_cross_entropy, validate_sums};
 use crate::optim::{gather_grads, CosineSchedule, Optimizer};
 use crate::setup;
 
@@ -62,12 +65,27 @@ fn describe_changes(old: &str, new: &str) -> String {
     changed.join(", ")
 }
 
+/// Train in this process alone.
 pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume>) -> Result<Outcome> {
+    run_with::<B>(device, cfg, resume, &mut Single)
+}
+
+/// Train as one rank of a data-parallel job: every rank takes its share of each global batch,
+/// gradients are averaged over ranks before clipping, BatchNorm buffers and the initial weights
+/// come from rank 0 (as PyTorch DDP), metrics are summed over ranks, and only rank 0 writes.
+pub fn run_with<B: Backend>(
+    device: &B::Device,
+    cfg: RunConfig,
+    resume: Option<Resume>,
+    coll: &mut dyn Collective,
+) -> Result<Outcome> {
     type Ad<B> = Autodiff<B>;
+    let (rank, world, main) = (coll.rank(), coll.world(), coll.is_main());
     let run_dir = cfg.run_dir();
     let ckpt_dir = run_dir.join("checkpoints");
     let spec = setup::model_spec(&cfg)?;
-    let loaders = setup::loaders(&cfg, &spec, 0, 1)?;
+    let loaders = setup::loaders(&cfg, &spec, rank, world)?;
+    let global_batch = cfg.per_rank_batch(world)? * world;
 
     // Where to start: a checkpoint of this run, or fresh (optionally from init weights).
     let start = match &resume {
@@ -85,9 +103,19 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
                 describe_changes(&old, &cfg.to_toml())
             );
         }
+        if state.global_batch != 0 && state.global_batch != global_batch {
+            bail!(
+                "{} was trained with a global batch of {} ({} ranks), this job has {global_batch} ({world} ranks): set training.global_batch_size to resume on another number of ranks",
+                ckpt.display(),
+                state.global_batch,
+                state.world
+            );
+        }
     }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    model::state_dict::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    if main {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        model::state_dict::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
+    }
 
     let seed = cfg.training.seed;
     <Ad<B> as Backend>::seed(device, splitmix64(seed ^ 0x1417));
@@ -103,6 +131,14 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
     } else if let Some(init) = &cfg.model.init {
         model = setup::load_init(model, init)?;
     }
+    model = broadcast_state(model, coll, false)?;
+    let params: Vec<(String, usize)> = model
+        .state_dict_keys()
+        .into_iter()
+        .filter(|k| k.kind == EntryKind::Parameter)
+        .map(|k| (k.key, k.shape.iter().product()))
+        .collect();
+    let sync_buffers = world > 1 && model.has_batch_norm();
     let mut ema = cfg.training.ema.then(|| Ema::new(&model, cfg.training.ema_decay, cfg.training.ema_warmup));
     if let (Some(ema), Some((ckpt, _))) = (&mut ema, &start) {
         let file = ckpt.join("ema.safetensors");
@@ -134,6 +170,10 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
     let mut outcome = Outcome { global_step, metrics: None, last_checkpoint: None };
     let save =
         |model: &MaxxVit<Ad<B>>, ema: &Option<Ema<Ad<B>>>, opt: &Optimizer<Ad<B>>, st: TrainState| -> Result<PathBuf> {
+            let name = ckpt_dir.join(format!("step-{:09}", st.global_step));
+            if !main {
+                return Ok(name);
+            }
             let dir = checkpoint::save(&ckpt_dir, model, ema.as_ref().map(|e| &e.model), opt, st)?;
             checkpoint::prune(&ckpt_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
             Ok(dir)
@@ -143,6 +183,8 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
         epoch,
         batches_in_epoch,
         config_hash: cfg.hash(),
+        global_batch,
+        world,
         model_name: spec.name.clone(),
         num_classes,
         metrics,
@@ -167,7 +209,11 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
             let group_size = accum.min(micro_per_epoch - (batch_in_epoch / accum) * accum);
             if b > 0 {
                 let micro_index = epoch * micro_per_epoch as u64 + batch_in_epoch as u64;
-                <Ad<B> as Backend>::seed(device, splitmix64(seed ^ splitmix64(micro_index)));
+                // Each rank draws its own dropout / drop-path masks (timm seeds seed + rank).
+                <Ad<B> as Backend>::seed(
+                    device,
+                    splitmix64(seed ^ splitmix64(micro_index) ^ (rank as u64).wrapping_mul(0x9E37_79B9)),
+                );
                 let targets = if mixup.enabled() {
                     let mut rng = Rng::for_sample(seed, epoch, batch.step as u64, 2);
                     mix_batch(&mixup, &mut batch.f32, batch.shape, &batch.labels, num_classes, &mut rng)
@@ -191,6 +237,9 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
                 loss_n += b;
                 images_seen += b;
             }
+            if sync_buffers {
+                model = broadcast_state(model, coll, true)?;
+            }
             batch_in_epoch += 1;
             in_group += 1;
             bar.inc(1);
@@ -198,12 +247,13 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
                 continue;
             }
             in_group = 0;
-            if !std::mem::take(&mut accumulated) {
-                continue; // every sample of this group was unreadable
-            }
 
             // One optimizer update.
+            let contributed = std::mem::take(&mut accumulated);
             let mut keyed = gather_grads(&model, &acc.grads());
+            if all_reduce_grads(&mut keyed, &params, contributed, device, coll)? == 0 {
+                continue; // every sample of this group was unreadable, on every rank
+            }
             if cfg.optimizer.clip_grad > 0.0 {
                 let norm = keyed.global_norm();
                 if !norm.is_finite() {
@@ -247,25 +297,31 @@ pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume
         }
         bar.finish_and_clear();
         let epoch_done = batch_in_epoch >= micro_per_epoch;
-        let train_loss = loss_sum / loss_n.max(1) as f64;
+        let mut l = [loss_sum, loss_n as f64];
+        coll.all_reduce_sum_f64(&mut l, "epoch loss")?;
+        let train_loss = l[0] / l[1].max(1.0);
         let lr = sched.lr(global_step.saturating_sub(1));
         let validate_now = epoch_done
             && (cfg.training.val_interval > 0 && (epoch + 1) % cfg.training.val_interval as u64 == 0
                 || epoch + 1 == total_epochs);
         let mut metrics = None;
         if let (true, Some(val)) = (validate_now || global_step >= max_steps, &loaders.val) {
-            let m = match &ema {
-                Some(ema) => validate(&ema.model, val, device)?,
-                None => validate(&model.valid(), val, device)?,
+            let mut sums = match &ema {
+                Some(ema) => validate_sums(&ema.model, val, device)?,
+                None => validate_sums(&model.valid(), val, device)?,
             };
+            coll.all_reduce_sum_f64(&mut sums, "validation")?;
+            let m = finish(sums);
             tracing::info!(epoch, top1 = m.top1, top5 = m.top5, loss = m.loss, ema = ema.is_some(), "validation");
             metrics = Some(m);
             outcome.metrics = Some(m);
         }
         if epoch_done {
-            append_summary(&summary, epoch, train_loss, metrics, lr)?;
-            if let Err(e) = crate::plots::write(&summary, &run_dir.join("plots")) {
-                tracing::warn!("could not draw the curves: {e:#}");
+            if main {
+                append_summary(&summary, epoch, train_loss, metrics, lr)?;
+                if let Err(e) = crate::plots::write(&summary, &run_dir.join("plots")) {
+                    tracing::warn!("could not draw the curves: {e:#}");
+                }
             }
             let st = state_at(global_step, epoch + 1, 0, lr, train_loss, metrics);
             outcome.last_checkpoint = Some(save(&model, &ema, &opt, st)?);

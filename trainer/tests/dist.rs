@@ -44,7 +44,8 @@ fn check(results: Vec<(Vec<f32>, Vec<f32>, Vec<f64>)>, world: usize) {
 #[test]
 fn in_process_collectives_reduce_and_broadcast() {
     for world in [1, 2, 4] {
-        let handles: Vec<_> = InProcess::group(world).into_iter().map(|c| std::thread::spawn(move || exercise(Box::new(c)))).collect();
+        let handles: Vec<_> =
+            InProcess::group(world).into_iter().map(|c| std::thread::spawn(move || exercise(Box::new(c)))).collect();
         check(handles.into_iter().map(|h| h.join().unwrap()).collect(), world);
     }
 }
@@ -55,7 +56,9 @@ fn tcp_collectives_reduce_and_broadcast() {
         let port = free_port();
         let handles: Vec<_> = (0..world)
             .map(|rank| {
-                std::thread::spawn(move || exercise(Box::new(Tcp::connect(&rv(rank, world, port), "h", Duration::from_secs(20)).unwrap())))
+                std::thread::spawn(move || {
+                    exercise(Box::new(Tcp::connect(&rv(rank, world, port), "h", Duration::from_secs(20)).unwrap()))
+                })
             })
             .collect();
         check(handles.into_iter().map(|h| h.join().unwrap()).collect(), world);
@@ -65,7 +68,9 @@ fn tcp_collectives_reduce_and_broadcast() {
 #[test]
 fn a_mismatched_config_or_a_missing_rank_fails_everyone_clearly() {
     let port = free_port();
-    let root = std::thread::spawn(move || Tcp::connect(&rv(0, 2, port), "aaa", Duration::from_secs(10)).err().map(|e| e.to_string()));
+    let root = std::thread::spawn(move || {
+        Tcp::connect(&rv(0, 2, port), "aaa", Duration::from_secs(10)).err().map(|e| e.to_string())
+    });
     let other = Tcp::connect(&rv(1, 2, port), "bbb", Duration::from_secs(10)).err().map(|e| e.to_string());
     let root = root.join().unwrap();
     assert!(root.unwrap().contains("another config"));
@@ -108,10 +113,25 @@ fn a_stuck_or_dead_rank_is_named_within_the_timeout() {
 
 #[test]
 fn rendezvous_reads_torchrun_slurm_and_mpi_variables() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-    let t = Rendezvous::from_env(env(&[("RANK", "3"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "3"), ("MASTER_ADDR", "node0"), ("MASTER_PORT", "1234")])).unwrap();
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    };
+    let t = Rendezvous::from_env(env(&[
+        ("RANK", "3"),
+        ("WORLD_SIZE", "8"),
+        ("LOCAL_RANK", "3"),
+        ("MASTER_ADDR", "node0"),
+        ("MASTER_PORT", "1234"),
+    ]))
+    .unwrap();
     assert_eq!((t.rank, t.world, t.local_rank, t.master_addr.as_str(), t.master_port), (3, 8, 3, "node0", 1234));
-    let s = Rendezvous::from_env(env(&[("SLURM_PROCID", "9"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n0")])).unwrap();
+    let s = Rendezvous::from_env(env(&[
+        ("SLURM_PROCID", "9"),
+        ("SLURM_NTASKS", "16"),
+        ("SLURM_LOCALID", "1"),
+        ("MASTER_ADDR", "n0"),
+    ]))
+    .unwrap();
     assert_eq!((s.rank, s.world, s.local_rank, s.master_port), (9, 16, 1, 29500));
     let m = Rendezvous::from_env(env(&[("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_SIZE", "2")])).unwrap();
     assert_eq!((m.rank, m.world), (1, 2));

@@ -21,7 +21,11 @@ pub struct InProcess {
 impl InProcess {
     /// One handle per rank; give each to its own thread.
     pub fn group(world: usize) -> Vec<Self> {
-        let shared = Arc::new(Shared { barrier: Barrier::new(world), f32s: Mutex::new(vec![vec![]; world]), f64s: Mutex::new(vec![vec![]; world]) });
+        let shared = Arc::new(Shared {
+            barrier: Barrier::new(world),
+            f32s: Mutex::new(vec![vec![]; world]),
+            f64s: Mutex::new(vec![vec![]; world]),
+        });
         (0..world).map(|rank| Self { rank, world, shared: shared.clone() }).collect()
     }
 

@@ -5,6 +5,7 @@
 //! tests) and, with `--features cuda`, NCCL through cudarc (`nccl.rs`). Sums are taken in rank
 //! order, so a reduction is deterministic.
 
+pub mod ddp;
 pub mod local;
 pub mod tcp;
 

@@ -52,7 +52,8 @@ impl Tcp {
         let hello = format!("{} {} {}", rv.rank, rv.world, config_hash);
         let mut peers = Vec::new();
         if rv.rank == 0 {
-            let listener = TcpListener::bind(("0.0.0.0", rv.master_port)).with_context(|| format!("rank 0: cannot listen on port {}", rv.master_port))?;
+            let listener = TcpListener::bind(("0.0.0.0", rv.master_port))
+                .with_context(|| format!("rank 0: cannot listen on port {}", rv.master_port))?;
             listener.set_nonblocking(true)?;
             let mut by_rank: Vec<Option<TcpStream>> = (1..rv.world).map(|_| None).collect();
             while by_rank.iter().any(Option::is_none) {
@@ -64,11 +65,17 @@ impl Tcp {
                         let (_, body) = recv_frame(&mut s).context("rank 0: reading a rank's hello")?;
                         let body = String::from_utf8_lossy(&body).into_owned();
                         let parts: Vec<&str> = body.split(' ').collect();
-                        let (r, w): (usize, usize) = (parts[0].parse().unwrap_or(usize::MAX), parts.get(1).and_then(|v| v.parse().ok()).unwrap_or(0));
+                        let (r, w): (usize, usize) = (
+                            parts[0].parse().unwrap_or(usize::MAX),
+                            parts.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
+                        );
                         let err = if w != rv.world {
                             Some(format!("rank {r} says the world has {w} ranks, rank 0 says {}", rv.world))
                         } else if parts.get(2) != Some(&config_hash) {
-                            Some(format!("rank {r} runs another config (hash {}) than rank 0 ({config_hash})", parts.get(2).unwrap_or(&"?")))
+                            Some(format!(
+                                "rank {r} runs another config (hash {}) than rank 0 ({config_hash})",
+                                parts.get(2).unwrap_or(&"?")
+                            ))
                         } else if r == 0 || r >= rv.world || by_rank[r - 1].is_some() {
                             Some(format!("rank {r} joined twice or is out of range"))
                         } else {
@@ -82,8 +89,17 @@ impl Tcp {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         if Instant::now() > deadline {
-                            let missing: Vec<String> = by_rank.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| (i + 1).to_string()).collect();
-                            bail!("rendezvous: rank(s) {} did not join {addr} within {}s", missing.join(", "), timeout.as_secs());
+                            let missing: Vec<String> = by_rank
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, s)| s.is_none())
+                                .map(|(i, _)| (i + 1).to_string())
+                                .collect();
+                            bail!(
+                                "rendezvous: rank(s) {} did not join {addr} within {}s",
+                                missing.join(", "),
+                                timeout.as_secs()
+                            );
                         }
                         std::thread::sleep(Duration::from_millis(20));
                     }
@@ -105,7 +121,8 @@ impl Tcp {
             stream.set_read_timeout(Some(timeout))?;
             stream.set_nodelay(true)?;
             send_frame(&mut stream, "hello", hello.as_bytes())?;
-            let (_, err) = recv_frame(&mut stream).with_context(|| format!("rank {}: rank 0 did not answer", rv.rank))?;
+            let (_, err) =
+                recv_frame(&mut stream).with_context(|| format!("rank {}: rank 0 did not answer", rv.rank))?;
             if !err.is_empty() {
                 bail!("rendezvous: {}", String::from_utf8_lossy(&err));
             }
@@ -132,7 +149,11 @@ impl Tcp {
             for r in 1..self.world {
                 let (op, payload) = recv_frame(&mut self.peers[r - 1]).map_err(|e| self.io_error(e, r, what))?;
                 if op != what || payload.len() != acc.len() {
-                    bail!("rank {r} is in collective '{op}' ({} bytes) while rank 0 is in '{what}' ({} bytes)", payload.len(), acc.len());
+                    bail!(
+                        "rank {r} is in collective '{op}' ({} bytes) while rank 0 is in '{what}' ({} bytes)",
+                        payload.len(),
+                        acc.len()
+                    );
                 }
                 combine(&mut acc, &payload);
             }
