@@ -261,11 +261,13 @@ impl Default for CheckpointSection {
 pub struct DistributedSection {
     /// Seconds a collective may take before the job aborts.
     pub timeout_s: u64,
+    /// `auto` (NCCL on CUDA, TCP on CPU), `nccl` or `tcp`.
+    pub backend: String,
 }
 
 impl Default for DistributedSection {
     fn default() -> Self {
-        Self { timeout_s: 600 }
+        Self { timeout_s: 600, backend: "auto".into() }
     }
 }
 
@@ -330,6 +332,12 @@ impl RunConfig {
         if (self.augmentation.mixup > 0.0 || self.augmentation.cutmix > 0.0) && t.batch_size % 2 == 1 {
             bail!("training.batch_size must be even with mixup/cutmix (samples pair with the reversed batch)");
         }
+        if !["auto", "tcp", "nccl"].contains(&self.distributed.backend.as_str()) {
+            bail!("distributed.backend = {:?}: use auto, tcp or nccl", self.distributed.backend);
+        }
+        if self.distributed.timeout_s == 0 {
+            bail!("distributed.timeout_s must be positive");
+        }
         Ok(())
     }
 
@@ -360,7 +368,11 @@ impl RunConfig {
         if g % world != 0 {
             bail!("training.global_batch_size {g} is not divisible by the {world} ranks");
         }
-        Ok(g / world)
+        let per_rank = g / world;
+        if (self.augmentation.mixup > 0.0 || self.augmentation.cutmix > 0.0) && per_rank % 2 == 1 {
+            bail!("training.global_batch_size {g} over {world} ranks gives {per_rank} per rank, which must be even with mixup/cutmix");
+        }
+        Ok(per_rank)
     }
 
     pub fn run_dir(&self) -> PathBuf {

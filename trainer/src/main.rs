@@ -98,6 +98,9 @@ enum Command {
     Config {
         #[command(flatten)]
         run: RunSelect,
+        /// Print only the run directory (for launch/train.sh).
+        #[arg(long)]
+        run_dir: bool,
     },
     /// Top-1 / top-5 / loss of a checkpoint on the config's validation set.
     Validate {
@@ -245,7 +248,8 @@ impl std::io::Write for &LazyLogFile {
 fn init_logging(log_file: Option<PathBuf>) {
     use tracing_subscriber::prelude::*;
     let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let console = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter());
     let file = log_file.map(|path| {
         let sink: &'static LazyLogFile = Box::leak(Box::new(LazyLogFile { path, file: std::sync::Mutex::new(None) }));
         tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || sink).with_filter(filter())
@@ -297,8 +301,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             train(cfg, resume)
         }
-        Command::Config { run } => {
+        Command::Config { run, run_dir } => {
             let cfg = run.load("configs/in12k_pretrain.toml")?;
+            if run_dir {
+                println!("{}", cfg.run_dir().display());
+                return Ok(());
+            }
             println!("{}# config hash: {}", cfg.to_toml(), cfg.hash());
             Ok(())
         }
@@ -332,10 +340,32 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn train(cfg: trainer::config::RunConfig, resume: Option<trainer::train::Resume>) -> Result<()> {
+    use trainer::dist::{self, Rendezvous};
     trainer::setup::check_paths(&cfg)?;
-    init_logging(Some(cfg.run_dir().join("train.log")));
-    let device: DeviceChoice = cfg.training.device.parse()?;
-    let outcome = with_backend!(device, |B, dev| trainer::train::run::<B>(&dev, cfg, resume))?;
+    let rv = Rendezvous::from_env(|k| std::env::var(k).ok())?;
+    // Rank 0 writes train.log; the launcher keeps every rank's console output.
+    init_logging((rv.rank == 0).then(|| cfg.run_dir().join("train.log")));
+    let _rank_span = (rv.world > 1).then(|| tracing::info_span!("rank", r = rv.rank).entered());
+    let mut device: DeviceChoice = cfg.training.device.parse()?;
+    // A bare `cuda` means this process's GPU: cuda:LOCAL_RANK (torchrun), or cuda:0 when the
+    // scheduler already narrowed CUDA_VISIBLE_DEVICES to one GPU (SLURM --gpus-per-task=1).
+    if cfg.training.device == "cuda" {
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        let one_visible = visible.is_some_and(|v| !v.trim().is_empty() && !v.contains(','));
+        device = DeviceChoice::Cuda(if one_visible { 0 } else { rv.local_rank });
+    }
+    let ordinal = match device {
+        DeviceChoice::Cuda(i) => Some(i),
+        DeviceChoice::Cpu => None,
+    };
+    let mut coll = dist::connect(&rv, &cfg, ordinal)?;
+    if rv.world > 1 {
+        tracing::info!(rank = rv.rank, world = rv.world, local_rank = rv.local_rank, device = ?device, "joined the job");
+    }
+    let outcome = with_backend!(device, |B, dev| trainer::train::run_with::<B>(&dev, cfg, resume, coll.as_mut()))?;
+    if rv.rank != 0 {
+        return Ok(());
+    }
     match outcome.metrics {
         Some(m) => println!(
             "done: {} steps, val top-1 {:.2} %, top-5 {:.2} %, loss {:.4}",

@@ -194,7 +194,7 @@ pub fn run_with<B: Backend>(
     };
 
     while epoch < total_epochs && global_step < max_steps {
-        let bar = progress_bar(&cfg, micro_per_epoch as u64, epoch, total_epochs);
+        let bar = progress_bar(&cfg, main, micro_per_epoch as u64, epoch, total_epochs);
         bar.set_position(batch_in_epoch as u64);
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
         let mut acc = GradientsAccumulator::<MaxxVit<Ad<B>>>::new();
@@ -343,8 +343,8 @@ pub fn run_with<B: Backend>(
     Ok(outcome)
 }
 
-fn progress_bar(cfg: &RunConfig, len: u64, epoch: u64, total: u64) -> ProgressBar {
-    if !cfg.logging.progress {
+fn progress_bar(cfg: &RunConfig, main: bool, len: u64, epoch: u64, total: u64) -> ProgressBar {
+    if !cfg.logging.progress || !main {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);

@@ -7,12 +7,14 @@
 
 pub mod ddp;
 pub mod local;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod tcp;
 
 use anyhow::{bail, Context, Result};
 
 /// What every rank of a job can do together.
-pub trait Collective: Send {
+pub trait Collective {
     fn rank(&self) -> usize;
     fn world(&self) -> usize;
     /// Element-wise sum over ranks, result on every rank. `what` names the operation in errors.
@@ -102,4 +104,28 @@ pub fn all_reduce_mean(c: &mut dyn Collective, buf: &mut [f32], what: &str) -> R
         }
     }
     Ok(())
+}
+
+/// This process's collective: [`Single`] alone, else TCP on CPU and NCCL on CUDA (or as
+/// `distributed.backend` says). Fails with the rank and cause if a peer never shows up.
+pub fn connect(
+    rv: &Rendezvous,
+    cfg: &crate::config::RunConfig,
+    cuda_ordinal: Option<usize>,
+) -> Result<Box<dyn Collective>> {
+    if rv.world == 1 {
+        return Ok(Box::new(Single));
+    }
+    let timeout = std::time::Duration::from_secs(cfg.distributed.timeout_s);
+    let tcp = tcp::Tcp::connect(rv, &cfg.hash(), timeout)?;
+    let backend = cfg.distributed.backend.as_str();
+    match (backend, cuda_ordinal) {
+        ("tcp", _) | ("auto", None) => Ok(Box::new(tcp)),
+        ("nccl", None) => bail!("distributed.backend = \"nccl\" needs training.device = \"cuda\""),
+        #[cfg(feature = "cuda")]
+        ("nccl" | "auto", Some(ordinal)) => Ok(Box::new(nccl::Nccl::connect(rv, ordinal, tcp)?)),
+        #[cfg(not(feature = "cuda"))]
+        ("nccl" | "auto", Some(_)) => bail!("NCCL needs a binary built with --features cuda"),
+        (other, _) => bail!("distributed.backend = \"{other}\": use auto, tcp or nccl"),
+    }
 }
