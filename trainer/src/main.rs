@@ -184,6 +184,20 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
     },
+    /// Check and time this job's collective (NCCL on cuda, TCP on cpu), at any world size
+    /// (RANK/WORLD_SIZE/MASTER_* as for training; 1 process if unset).
+    CollectiveCheck {
+        /// cpu (TCP) or cuda (NCCL; cuda means cuda:LOCAL_RANK).
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+        /// f32 elements per all-reduce (default: a 25 MB gradient bucket).
+        #[arg(long, default_value_t = 25 * 1024 * 1024 / 4)]
+        elems: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -335,6 +349,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Benchmark { select, batch_size, mode, warmup, steps, device } => {
             let args = commands::benchmark::BenchArgs { spec: select.resolve()?, batch_size, mode, warmup, steps };
             with_backend!(device, |B, dev| commands::benchmark::run::<B>(&dev, args))
+        }
+        Command::CollectiveCheck { device, elems, rounds, timeout_s } => {
+            commands::collective::run(commands::collective::CheckArgs { device, elems, rounds, timeout_s })
         }
     }
 }

@@ -288,3 +288,40 @@ fn a_killed_rank_stops_the_job_and_leaves_a_resumable_checkpoint() {
     let output = succeed(cmd);
     assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("done: {} steps", last + 2)));
 }
+
+/// `trainer collective-check` over TCP with 2 processes: sums, broadcast and timing reported.
+#[test]
+fn collective_check_runs_over_processes_and_refuses_cuda_without_it() {
+    let port = free_port().to_string();
+    let children: Vec<Child> = (0..2)
+        .map(|rank| {
+            Command::new(exe())
+                .args(["collective-check", "--elems", "100000", "--rounds", "3"])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let report = String::from_utf8_lossy(&outputs[0].stdout);
+    let json: serde_json::Value = serde_json::from_str(report.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (json["backend"].as_str(), json["world"].as_u64(), json["correct"].as_bool()),
+        (Some("tcp"), Some(2), Some(true))
+    );
+    assert!(json["median_ms"].as_f64().unwrap() > 0.0);
+
+    if !cfg!(feature = "cuda") {
+        let o = Command::new(exe()).args(["collective-check", "--device", "cuda"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("without CUDA"), "{err}");
+    }
+}

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use trainer::dist::local::InProcess;
 use trainer::dist::tcp::Tcp;
+use trainer::dist::watchdog::Watchdog;
 use trainer::dist::{all_reduce_mean, Collective, Rendezvous};
 
 fn free_port() -> u16 {
@@ -109,6 +110,40 @@ fn a_stuck_or_dead_rank_is_named_within_the_timeout() {
     let (err, took) = root.join().unwrap();
     assert!(err.contains("rank 1 left"), "{err}");
     assert!(took < Duration::from_secs(5));
+}
+
+#[test]
+fn the_watchdog_names_a_collective_that_never_finishes() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch = |c: InProcess, tx: std::sync::mpsc::Sender<String>| {
+        Watchdog::new(Box::new(c), Duration::from_millis(300), move |m| tx.send(m).unwrap())
+    };
+    // Operations that finish in time raise nothing.
+    let handles: Vec<_> = InProcess::group(2)
+        .into_iter()
+        .map(|c| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = watch(c, tx);
+                for _ in 0..3 {
+                    w.all_reduce_sum(&mut [1.0], "quick").unwrap();
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+
+    // Rank 1 never joins: rank 0's watchdog fires, naming the rank and the operation.
+    let mut group = InProcess::group(2);
+    let _absent = group.pop();
+    let rank0 = group.pop().unwrap();
+    let started = Instant::now();
+    std::thread::spawn(move || watch(rank0, tx).all_reduce_sum(&mut [1.0], "gradients").ok());
+    let message = rx.recv_timeout(Duration::from_secs(10)).expect("the watchdog fired");
+    assert!(message.contains("rank 0") && message.contains("'gradients'"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[test]

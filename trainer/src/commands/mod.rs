@@ -1,4 +1,5 @@
 pub mod benchmark;
+pub mod collective;
 pub mod data;
 pub mod inspect;
 pub mod models;

@@ -2,14 +2,15 @@
 //!
 //! Implementations: [`Single`] (one process), [`local::InProcess`] (threads; unit tests),
 //! [`tcp::Tcp`] (one process per rank over TCP, rank 0 the hub: CPU runs and the launcher's
-//! tests) and, with `--features cuda`, NCCL through cudarc (`nccl.rs`). Sums are taken in rank
-//! order, so a reduction is deterministic.
+//! tests) and, with `--features cuda`, NCCL through cudarc (`nccl.rs`); every multi-rank one runs
+//! under a [`watchdog::Watchdog`]. Sums are taken in rank order, so a reduction is deterministic.
 
 pub mod ddp;
 pub mod local;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 pub mod tcp;
+pub mod watchdog;
 
 use anyhow::{bail, Context, Result};
 
@@ -119,13 +120,15 @@ pub fn connect(
     let timeout = std::time::Duration::from_secs(cfg.distributed.timeout_s);
     let tcp = tcp::Tcp::connect(rv, &cfg.hash(), timeout)?;
     let backend = cfg.distributed.backend.as_str();
-    match (backend, cuda_ordinal) {
-        ("tcp", _) | ("auto", None) => Ok(Box::new(tcp)),
+    // TCP has its own deadlines (with better messages), so its watchdog is only a backstop.
+    let (inner, watchdog_after): (Box<dyn Collective>, _) = match (backend, cuda_ordinal) {
+        ("tcp", _) | ("auto", None) => (Box::new(tcp), timeout * 2),
         ("nccl", None) => bail!("distributed.backend = \"nccl\" needs training.device = \"cuda\""),
         #[cfg(feature = "cuda")]
-        ("nccl" | "auto", Some(ordinal)) => Ok(Box::new(nccl::Nccl::connect(rv, ordinal, tcp)?)),
+        ("nccl" | "auto", Some(ordinal)) => (Box::new(nccl::Nccl::connect(rv, ordinal, tcp)?), timeout),
         #[cfg(not(feature = "cuda"))]
         ("nccl" | "auto", Some(_)) => bail!("NCCL needs a binary built with --features cuda"),
         (other, _) => bail!("distributed.backend = \"{other}\": use auto, tcp or nccl"),
-    }
+    };
+    Ok(Box::new(watchdog::Watchdog::exit_on_expiry(inner, watchdog_after)))
 }

@@ -1,0 +1,95 @@
+//! `trainer collective-check`: correctness and speed of this job's collective (NCCL on CUDA, TCP
+//! on CPU), even at world size 1, for the GPU machine's check script and for new clusters.
+//! Every rank contributes integer-valued floats, so the expected sums are exact in f32 whatever
+//! order NCCL adds them in.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::device::DeviceChoice;
+use crate::dist::{tcp::Tcp, Collective, Rendezvous};
+
+pub struct CheckArgs {
+    pub device: DeviceChoice,
+    pub elems: usize,
+    pub rounds: usize,
+    pub timeout_s: u64,
+}
+
+fn value(rank: usize, i: usize) -> f32 {
+    ((i * 7 + rank * 13) % 1024) as f32
+}
+
+fn open(rv: &Rendezvous, device: DeviceChoice, timeout: Duration) -> Result<(Box<dyn Collective>, &'static str)> {
+    if cfg!(not(feature = "cuda")) && device != DeviceChoice::Cpu {
+        bail!("this binary was built without CUDA; rebuild with `--features cuda`");
+    }
+    let tcp = Tcp::connect(rv, "collective-check", timeout)?;
+    match device {
+        DeviceChoice::Cpu => Ok((Box::new(tcp), "tcp")),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => Ok((Box::new(crate::dist::nccl::Nccl::connect(rv, i, tcp)?), "nccl")),
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => unreachable!("refused above"),
+    }
+}
+
+pub fn run(args: CheckArgs) -> Result<()> {
+    if args.elems == 0 || args.rounds == 0 {
+        bail!("--elems and --rounds must be positive");
+    }
+    let rv = Rendezvous::from_env(|k| std::env::var(k).ok())?;
+    let device = match args.device {
+        DeviceChoice::Cuda(0) => DeviceChoice::Cuda(rv.local_rank),
+        other => other,
+    };
+    let (mut coll, backend) = open(&rv, device, Duration::from_secs(args.timeout_s))?;
+    let (rank, world) = (rv.rank, rv.world);
+
+    let mut buf: Vec<f32> = (0..args.elems).map(|i| value(rank, i)).collect();
+    coll.all_reduce_sum(&mut buf, "check all-reduce")?;
+    let wrong = (0..args.elems).filter(|&i| buf[i] != (0..world).map(|r| value(r, i)).sum::<f32>()).count();
+    let mut b: Vec<f32> = (0..1000).map(|i| value(rank, i)).collect();
+    coll.broadcast(&mut b, "check broadcast")?;
+    let wrong_bcast = (0..1000).filter(|&i| b[i] != value(0, i)).count();
+    let mut f = [rank as f64 + 0.25];
+    coll.all_reduce_sum_f64(&mut f, "check f64")?;
+    let f64_ok = f[0] == (0..world).map(|r| r as f64 + 0.25).sum::<f64>();
+    if wrong > 0 || wrong_bcast > 0 || !f64_ok {
+        bail!("rank {rank}: {backend} gave {wrong} wrong sums of {}, {wrong_bcast} wrong broadcast values, f64 sum ok: {f64_ok}", args.elems);
+    }
+
+    let mut times = Vec::with_capacity(args.rounds);
+    for _ in 0..args.rounds + 1 {
+        coll.barrier("check timing")?;
+        let start = Instant::now();
+        coll.all_reduce_sum(&mut buf, "check timing")?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.remove(0); // the first call sets up buffers and connections
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let bytes = (args.elems * 4) as f64;
+    // NCCL's conventions: algorithm bandwidth, and bus bandwidth 2(n-1)/n of it for all-reduce.
+    let algbw = bytes / median / 1e9;
+    let busbw = algbw * if world > 1 { 2.0 * (world - 1) as f64 / world as f64 } else { 0.0 };
+    if rank == 0 {
+        println!(
+            "collective-check: {backend} world {world}: all-reduce, broadcast and f64 sums correct; {} f32 ({:.1} MB) all-reduce median {:.3} ms over {} rounds, algbw {algbw:.2} GB/s, busbw {busbw:.2} GB/s",
+            args.elems,
+            bytes / 1e6,
+            median * 1e3,
+            args.rounds
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "check": "collective", "backend": backend, "world": world, "device": format!("{device:?}"),
+                "elems": args.elems, "correct": true, "median_ms": median * 1e3,
+                "algbw_gb_s": algbw, "busbw_gb_s": busbw, "rounds": args.rounds,
+            })
+        );
+    }
+    Ok(())
+}
