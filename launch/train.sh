@@ -72,27 +72,9 @@ else
 fi
 [[ -x $BIN ]] || die "trainer binary $BIN not found or not executable"
 
-# cudarc opens `libnccl.so`; NCCL's runtime packages ship only `libnccl.so.2`.
-ensure_nccl() {
-    ldconfig -p 2>/dev/null | grep -q 'libnccl\.so ' && return
-    local dir candidate="" search=${LD_LIBRARY_PATH:-}
-    for dir in ${NCCL_HOME:+$NCCL_HOME/lib} ${search//:/ } \
-        "$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)" \
-        /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 /usr/lib64; do
-        [[ -n $dir && -e $dir/libnccl.so ]] && return
-        [[ -n $dir && -e $dir/libnccl.so.2 ]] && { candidate=$dir/libnccl.so.2; break; }
-    done
-    [[ -z $candidate ]] && candidate=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 /{print $NF; exit}')
-    if [[ -z $candidate ]]; then
-        echo "launch/train.sh: warning: no libnccl.so.2 found; multi-GPU runs need NCCL" >&2
-        return
-    fi
-    local shim=${XDG_CACHE_HOME:-$HOME/.cache}/maxxvit/nccl
-    mkdir -p "$shim"
-    ln -sf "$candidate" "$shim/libnccl.so"
-    export LD_LIBRARY_PATH=$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-}
-((GPUS > 0)) && ensure_nccl
+# shellcheck source=launch/nccl_env.sh
+source "$ROOT/launch/nccl_env.sh"
+((GPUS > 0)) && { ensure_nccl || true; }
 
 # The run directory, resolved exactly as the trainer will (file, MAXXVIT_* environment, --set).
 SETS=()

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod config;
 pub mod flops;
 pub mod golden;
+pub mod golden_check;
 pub mod head;
 pub mod layers;
 pub mod model;

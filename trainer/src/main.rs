@@ -176,10 +176,22 @@ enum Command {
         batch_size: usize,
         #[arg(long, value_enum, default_value = "train")]
         mode: commands::benchmark::Mode,
+        /// f32, or bf16 (CUDA only; the whole model in bf16, as Burn has no autocast).
+        #[arg(long, value_enum, default_value = "f32")]
+        amp: commands::benchmark::Precision,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+    },
+    /// Every timm golden case (default: $MAXXVIT_GOLDEN_DIR or ../shared/golden) on a backend:
+    /// eval outputs, train outputs, gradients and BatchNorm buffers within tolerance.
+    GoldenCheck {
+        #[arg(long)]
+        dir: Option<PathBuf>,
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
@@ -346,9 +358,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Bench { images, img_size, aa, eval, rounds }) => {
             commands::data::bench(commands::data::BenchArgs { images, img_size, auto_augment: aa, eval, rounds })
         }
-        Command::Benchmark { select, batch_size, mode, warmup, steps, device } => {
-            let args = commands::benchmark::BenchArgs { spec: select.resolve()?, batch_size, mode, warmup, steps };
-            with_backend!(device, |B, dev| commands::benchmark::run::<B>(&dev, args))
+        Command::Benchmark { select, batch_size, mode, amp, warmup, steps, device } => {
+            use commands::benchmark::{run, BenchArgs, Precision};
+            let args = BenchArgs { spec: select.resolve()?, batch_size, mode, precision: amp, warmup, steps };
+            match (amp, device) {
+                (Precision::F32, _) => with_backend!(device, |B, dev| run::<B>(&dev, args)),
+                #[cfg(feature = "cuda")]
+                (Precision::Bf16, DeviceChoice::Cuda(i)) => {
+                    run::<burn::backend::Cuda<burn::tensor::bf16>>(&burn::backend::cuda::CudaDevice::new(i), args)
+                }
+                (Precision::Bf16, _) => {
+                    bail!("--amp bf16 needs --device cuda (and a binary built with --features cuda)")
+                }
+            }
+        }
+        Command::GoldenCheck { dir, device } => {
+            let dir = dir.unwrap_or_else(model::golden::golden_dir);
+            with_backend!(device, |B, dev| commands::golden::run::<B>(&dev, &dir))
         }
         Command::CollectiveCheck { device, elems, rounds, timeout_s } => {
             commands::collective::run(commands::collective::CheckArgs { device, elems, rounds, timeout_s })

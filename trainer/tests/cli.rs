@@ -128,3 +128,29 @@ fn config_layers_file_environment_and_set_and_rejects_unknown_keys() {
         .unwrap();
     assert!(String::from_utf8_lossy(&err.stderr).contains("TRAINIG"));
 }
+
+#[test]
+fn golden_check_passes_on_cpu_and_the_gpu_script_stops_cleanly_without_a_gpu() {
+    let out = trainer().args(["golden-check", "--device", "cpu"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["failures"].as_u64(), Some(0));
+    assert_eq!(summary["cases"].as_u64(), Some(case_dirs(&golden_dir()).unwrap().len() as u64));
+
+    // No nvidia-smi on PATH: the GPU check script says so and exits 3 at once, not hanging.
+    let dir = scratch("gpu-check");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launch/gpu_check.sh");
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg(script)
+        .env("PATH", "/usr/bin:/bin")
+        .env("OUT", &dir)
+        .env("TRAINER_BIN", env!("CARGO_BIN_EXE_trainer"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no GPU visible"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
