@@ -132,6 +132,7 @@ pub fn run_with<B: Backend>(
         model = setup::load_init(model, init)?;
     }
     model = broadcast_state(model, coll, false)?;
+    ensure_same_start(coll, [global_step, epoch, batch_in_epoch as u64])?;
     let params: Vec<(String, usize)> = model
         .state_dict_keys()
         .into_iter()
@@ -149,7 +150,7 @@ pub fn run_with<B: Backend>(
 
     let micro_per_epoch = loaders.train.steps_per_epoch().context("training data has no known length")?;
     if micro_per_epoch == 0 {
-        bail!("the training set is smaller than one batch ({} × {})", cfg.training.batch_size, 1);
+        bail!("the training set is smaller than one global batch ({global_batch} samples)");
     }
     let accum = cfg.training.grad_accum_steps;
     let updates_per_epoch = micro_per_epoch.div_ceil(accum) as u64;
@@ -341,6 +342,42 @@ pub fn run_with<B: Backend>(
     }
     outcome.global_step = global_step;
     Ok(outcome)
+}
+
+/// Every rank must resume where rank 0 does: one that found another checkpoint (a node without
+/// the shared run directory, a copy that failed to verify) would otherwise train out of step.
+fn ensure_same_start(coll: &mut dyn Collective, mine: [u64; 3]) -> Result<()> {
+    if coll.world() == 1 {
+        return Ok(());
+    }
+    let mut theirs = mine.map(|v| v as f64);
+    let mut rank0 = [0f32; 6];
+    // u64 → two exact f32 halves of 24 bits each covers any step count a run reaches.
+    for (i, v) in mine.iter().enumerate() {
+        rank0[2 * i] = (v >> 24) as f32;
+        rank0[2 * i + 1] = (v & 0xFF_FFFF) as f32;
+    }
+    coll.broadcast(&mut rank0, "start position")?;
+    for (i, t) in theirs.iter_mut().enumerate() {
+        *t = (rank0[2 * i] as u64 * (1 << 24) + rank0[2 * i + 1] as u64) as f64;
+    }
+    let differs = theirs.iter().zip(mine).any(|(t, m)| *t as u64 != m);
+    let mut count = [f64::from(u8::from(differs))];
+    coll.all_reduce_sum_f64(&mut count, "start position check")?;
+    if count[0] > 0.0 {
+        bail!(
+            "{} rank(s) would start elsewhere than rank 0 (rank 0: step {}, epoch {}, batch {}; rank {}: step {}, epoch {}, batch {}): every rank must see the same run directory",
+            count[0],
+            theirs[0],
+            theirs[1],
+            theirs[2],
+            coll.rank(),
+            mine[0],
+            mine[1],
+            mine[2]
+        );
+    }
+    Ok(())
 }
 
 fn progress_bar(cfg: &RunConfig, main: bool, len: u64, epoch: u64, total: u64) -> ProgressBar {

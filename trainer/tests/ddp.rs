@@ -262,8 +262,8 @@ fn a_killed_rank_stops_the_job_and_leaves_a_resumable_checkpoint() {
     // Through the launcher, with a global batch: every process goes, the script exits non-zero.
     let sets: Vec<&str> = sets.iter().copied().chain(["training.global_batch_size=64"]).collect();
     let (cfg, file) = config_file(&out, "launched", &sets);
-    let mut job = launch(&file, 2, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for(&step_dir(&cfg, 2).join("state.json"), &mut job, Duration::from_secs(300));
+    let mut job = launch(&file, 2, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&step_dir(&cfg, 4).join("state.json"), &mut job, Duration::from_secs(300));
     let pid = |rank: usize| -> i32 {
         std::fs::read_to_string(cfg.run_dir().join(format!("logs/rank-{rank}.pid"))).unwrap().trim().parse().unwrap()
     };
@@ -276,8 +276,21 @@ fn a_killed_rank_stops_the_job_and_leaves_a_resumable_checkpoint() {
     assert!(killed_at.elapsed() < Duration::from_secs(30), "the launcher took {:?}", killed_at.elapsed());
     assert!(!alive(pid0), "rank 0 (pid {pid0}) outlived the job");
 
-    // The newest checkpoint is intact: resume on one rank (same global batch) and finish.
+    // Ranks that would resume from different checkpoints refuse together.
     let newest = trainer::checkpoint::list(&cfg.run_dir().join("checkpoints"));
+    assert!(newest.len() >= 2, "{newest:?}");
+    let port = free_port();
+    let ranks = [
+        spawn_rank(&file, 0, 2, port, &["--resume", newest[0].to_str().unwrap()]),
+        spawn_rank(&file, 1, 2, port, &["--resume", newest[1].to_str().unwrap()]),
+    ];
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("would start elsewhere than rank 0"), "rank {rank}: {err}");
+    }
+
+    // The newest checkpoint is intact: resume on one rank (same global batch) and finish.
     let done_at = newest.first().expect("a checkpoint").clone();
     let last: u64 = done_at.file_name().unwrap().to_string_lossy()["step-".len()..].parse().unwrap();
     let finish = format!("training.max_steps={}", last + 2);
