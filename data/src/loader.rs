@@ -15,9 +15,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use image::RgbImage;
-
-use crate::decode::decode_rgb;
+use crate::decode::Decoder;
 use crate::folder::ImageFolder;
 use crate::rng::{key_id, Rng};
 use crate::sampler::{IndexSampler, ShardPlan, ShuffleBuffer};
@@ -148,34 +146,49 @@ pub struct Loader {
     corrupt: Arc<CorruptLog>,
 }
 
-/// Turns decoded images into batch rows; one per worker (it owns resize buffers).
-enum Worker {
+/// Turns encoded images into batch rows; one per worker thread (it owns the JPEG decoder and
+/// the resize buffers).
+struct Worker {
+    decoder: Decoder,
+    transform: WorkerTransform,
+}
+
+enum WorkerTransform {
     Train(TrainTransform),
     Eval(EvalTransform),
 }
 
 impl Worker {
     fn new(p: &Pipeline) -> Result<Self, DataError> {
-        Ok(match p {
-            Pipeline::Train(cfg) => Self::Train(TrainTransform::new(cfg.clone()).map_err(DataError::Config)?),
-            Pipeline::Eval(e) => Self::Eval(e.clone()),
-        })
+        let transform = match p {
+            Pipeline::Train(cfg) => {
+                WorkerTransform::Train(TrainTransform::new(cfg.clone()).map_err(DataError::Config)?)
+            }
+            Pipeline::Eval(e) => WorkerTransform::Eval(e.clone()),
+        };
+        Ok(Self { decoder: Decoder::new(), transform })
     }
 
     fn process(
         &mut self,
-        img: &RgbImage,
+        bytes: &[u8],
         rng: &mut Rng,
         output: Output,
         f32_out: &mut [f32],
         u8_out: &mut [u8],
-    ) -> Result<(), DataError> {
-        match (self, output) {
-            (Self::Train(t), Output::F32) => t.apply_f32(img, rng, f32_out),
-            (Self::Train(t), Output::U8) => t.apply_u8(img, rng, u8_out),
-            (Self::Eval(e), out) => {
-                let crop = e.resize_and_crop(img)?;
-                match out {
+    ) -> Result<(), String> {
+        match &mut self.transform {
+            WorkerTransform::Train(t) => {
+                let aug = t.augment_encoded(&mut self.decoder, bytes, rng)?;
+                match output {
+                    Output::F32 => t.finish_f32(&aug, rng, f32_out),
+                    Output::U8 => to_chw_u8(&aug, u8_out),
+                }
+            }
+            WorkerTransform::Eval(e) => {
+                let img = self.decoder.decode(bytes)?;
+                let crop = e.resize_and_crop(&img).map_err(|e| e.to_string())?;
+                match output {
                     Output::F32 => normalize_chw(&crop, e.mean, e.std, f32_out),
                     Output::U8 => to_chw_u8(&crop, u8_out),
                 }
@@ -207,19 +220,19 @@ impl BatchBuilder {
     fn push(
         &mut self,
         worker: &mut Worker,
-        img: &RgbImage,
+        bytes: &[u8],
         label: usize,
         id: String,
         rng: &mut Rng,
         output: Output,
-    ) -> Result<(), DataError> {
+    ) -> Result<(), String> {
         let n = self.batch.labels.len();
         let range = n * self.per_image..(n + 1) * self.per_image;
         let (f, u) = match output {
             Output::F32 => (&mut self.batch.f32[range], &mut [][..]),
             Output::U8 => (&mut [][..], &mut self.batch.u8[range]),
         };
-        worker.process(img, rng, output, f, u)?;
+        worker.process(bytes, rng, output, f, u)?;
         self.batch.labels.push(label);
         self.batch.ids.push(id);
         Ok(())
@@ -374,13 +387,8 @@ impl WorkerCtx {
         what: &str,
         rng: &mut Rng,
     ) {
-        match decode_rgb(bytes) {
-            Ok(img) => {
-                if let Err(e) = builder.push(worker, &img, label, id, rng, self.cfg.output) {
-                    self.corrupt.record(format!("{what}: {e}"));
-                }
-            }
-            Err(reason) => self.corrupt.record(format!("{what}: {reason}")),
+        if let Err(reason) = builder.push(worker, bytes, label, id, rng, self.cfg.output) {
+            self.corrupt.record(format!("{what}: {reason}"));
         }
     }
 

@@ -57,17 +57,22 @@ fn randaugment_ops_match_pillow() {
             "contrast" => ra::contrast(&input, arg(0)),
             "brightness" => ra::brightness(&input, arg(0)),
             "sharpness" => ra::sharpness(&input, arg(0)),
-            "rotate_bilinear" => ra::rotate(&input, arg(0), Resample::Bilinear, fill),
-            "rotate_bicubic" => ra::rotate(&input, arg(0), Resample::Bicubic, fill),
-            "shear_x_bilinear" => ra::affine(&input, [1.0, arg(0), 0.0, 0.0, 1.0, 0.0], Resample::Bilinear, fill),
-            "shear_y_bicubic" => ra::affine(&input, [1.0, 0.0, 0.0, arg(0), 1.0, 0.0], Resample::Bicubic, fill),
-            "translate_x_rel_bilinear" => {
-                ra::affine(&input, [1.0, 0.0, arg(0) * input.width() as f64, 0.0, 1.0, 0.0], Resample::Bilinear, fill)
+            affine_op => {
+                let (name, resample) = match affine_op.rsplit_once('_') {
+                    Some((name, "bilinear")) => (name, Resample::Bilinear),
+                    Some((name, "bicubic")) => (name, Resample::Bicubic),
+                    _ => panic!("fixture op {affine_op} has no mapping"),
+                };
+                let (w, h) = (input.width() as f64, input.height() as f64);
+                match name {
+                    "rotate" => ra::rotate(&input, arg(0), resample, fill),
+                    "shear_x" => ra::affine(&input, [1.0, arg(0), 0.0, 0.0, 1.0, 0.0], resample, fill),
+                    "shear_y" => ra::affine(&input, [1.0, 0.0, 0.0, arg(0), 1.0, 0.0], resample, fill),
+                    "translate_x_rel" => ra::affine(&input, [1.0, 0.0, arg(0) * w, 0.0, 1.0, 0.0], resample, fill),
+                    "translate_y_rel" => ra::affine(&input, [1.0, 0.0, 0.0, 0.0, 1.0, arg(0) * h], resample, fill),
+                    other => panic!("fixture op {other} has no mapping"),
+                }
             }
-            "translate_y_rel_bicubic" => {
-                ra::affine(&input, [1.0, 0.0, 0.0, 0.0, 1.0, arg(0) * input.height() as f64], Resample::Bicubic, fill)
-            }
-            other => panic!("fixture op {other} has no mapping"),
         };
         let reference = load(case["file"].as_str().unwrap());
         let (max, frac, _) = diff(&ours, &reference);

@@ -39,7 +39,19 @@ impl Interpolation {
 /// Copy the box `(left, top, width, height)` out of `img` (PIL's `crop`: the resampler then
 /// clamps at the box edge instead of reading pixels outside it).
 pub fn crop(img: &RgbImage, left: u32, top: u32, width: u32, height: u32) -> RgbImage {
-    image::imageops::crop_imm(img, left, top, width, height).to_image()
+    crop_raw(img.as_raw(), img.width(), left, top, width, height)
+}
+
+/// [`crop`] from a packed RGB8 buffer `stride_px` pixels wide, row by row.
+pub fn crop_raw(src: &[u8], stride_px: u32, left: u32, top: u32, width: u32, height: u32) -> RgbImage {
+    let (stride, row_len) = (stride_px as usize * 3, width as usize * 3);
+    assert!(left + width <= stride_px && (top + height) as usize * stride <= src.len(), "crop box inside the image");
+    let mut out = Vec::with_capacity(row_len * height as usize);
+    for y in top as usize..(top + height) as usize {
+        let start = y * stride + left as usize * 3;
+        out.extend_from_slice(&src[start..start + row_len]);
+    }
+    RgbImage::from_raw(width, height, out).expect("buffer sized for the box")
 }
 
 /// Resize to `width × height`. `resizer` keeps its buffers between calls (one per thread).

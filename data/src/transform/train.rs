@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::randaugment::{self, RandAugmentConfig};
 use super::resize::{crop, resize, Interpolation};
 use super::{normalize_chw, to_chw_u8};
+use crate::decode::Decoder;
 use crate::rng::Rng;
 
 /// The augmentation settings of timm's `train.py` (defaults as there, RandAugment as the
@@ -114,6 +115,21 @@ impl TrainTransform {
     pub fn augment(&mut self, img: &RgbImage, rng: &mut Rng) -> RgbImage {
         let c = &self.config;
         let (top, left, h, w) = rrc_params(img.width(), img.height(), c.scale, c.ratio, rng);
+        self.augment_region(crop(img, left, top, w, h), rng)
+    }
+
+    /// [`Self::augment`] straight from encoded bytes: a JPEG is decoded only inside the crop box
+    /// (same pixels as a full decode, and the same random draws in the same order).
+    pub fn augment_encoded(&mut self, decoder: &mut Decoder, bytes: &[u8], rng: &mut Rng) -> Result<RgbImage, String> {
+        let c = &self.config;
+        let opened = decoder.open(bytes)?;
+        let (top, left, h, w) = rrc_params(opened.width(), opened.height(), c.scale, c.ratio, rng);
+        let region = decoder.crop(&opened, left, top, w, h)?;
+        Ok(self.augment_region(region, rng))
+    }
+
+    fn augment_region(&mut self, region: RgbImage, rng: &mut Rng) -> RgbImage {
+        let c = &self.config;
         let interp = match c.interpolation {
             Interpolation::Random => {
                 if rng.bernoulli(0.5) {
@@ -125,7 +141,7 @@ impl TrainTransform {
             other => other,
         };
         let [out_h, out_w] = c.img_size;
-        let mut out = resize(&mut self.resizer, &crop(img, left, top, w, h), out_w as u32, out_h as u32, interp);
+        let mut out = resize(&mut self.resizer, &region, out_w as u32, out_h as u32, interp);
         if c.hflip > 0.0 && rng.bernoulli(c.hflip) {
             image::imageops::flip_horizontal_in_place(&mut out);
         }
@@ -139,12 +155,17 @@ impl TrainTransform {
         }
     }
 
+    /// Normalised CHW `f32` from an augmented image (RandomErasing included).
+    pub fn finish_f32(&self, aug: &RgbImage, rng: &mut Rng, out: &mut [f32]) {
+        normalize_chw(aug, self.config.mean, self.config.std, out);
+        let [h, w] = self.config.img_size;
+        random_erasing(out, [h, w], self.config.re_prob, &self.config.re_mode, self.config.re_count, rng);
+    }
+
     /// The full transform to normalised CHW `f32` (RandomErasing included).
     pub fn apply_f32(&mut self, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) {
         let aug = self.augment(img, rng);
-        normalize_chw(&aug, self.config.mean, self.config.std, out);
-        let [h, w] = self.config.img_size;
-        random_erasing(out, [h, w], self.config.re_prob, &self.config.re_mode, self.config.re_count, rng);
+        self.finish_f32(&aug, rng, out);
     }
 
     /// The transform to CHW `u8` for normalising on the device (no RandomErasing: it works in

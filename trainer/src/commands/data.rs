@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use data::decode::decode_rgb;
+use data::decode::Decoder;
 use data::rng::Rng;
 use data::transform::{EvalTransform, Interpolation, TrainTransform, TrainTransformConfig};
 
@@ -73,18 +73,22 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         std: [0.5; 3],
         interpolation: "bicubic".into(),
     };
+    let mut decoder = Decoder::new();
     let mut out = vec![0u8; 3 * size * size];
     let mut rates = Vec::new();
     for round in 0..args.rounds + 1 {
         let (cpu, wall) = (thread_cpu_seconds(), Instant::now());
         for (i, blob) in blobs.iter().enumerate() {
-            let img = decode_rgb(blob).map_err(|e| anyhow::anyhow!("{}: {e}", files[i].display()))?;
+            let failed = |e: String| anyhow::anyhow!("{}: {e}", files[i].display());
+            // The loader's worker path: decode only the crop box for train, the whole image for eval.
             if args.eval {
+                let img = decoder.decode(blob).map_err(failed)?;
                 let crop = eval.resize_and_crop(&img)?;
                 data::transform::to_chw_u8(&crop, &mut out);
             } else {
                 let mut rng = Rng::for_sample(0, round as u64, i as u64, 0);
-                train.apply_u8(&img, &mut rng, &mut out);
+                let aug = train.augment_encoded(&mut decoder, blob, &mut rng).map_err(failed)?;
+                data::transform::to_chw_u8(&aug, &mut out);
             }
         }
         let cpu = thread_cpu_seconds() - cpu;
