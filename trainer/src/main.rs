@@ -284,6 +284,7 @@ fn init_logging(log_file: Option<PathBuf>) {
 }
 
 fn main() {
+    keep_freed_memory_mapped();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Train { .. } | Command::Finetune { .. }) {
         init_logging(None);
@@ -291,6 +292,20 @@ fn main() {
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
+    }
+}
+
+/// glibc hands every freed block over 128 KiB (a decoded image, an activation) back to the OS
+/// and page-faults it in again on the next allocation: ~5 % of the input pipeline's time and
+/// more of a CPU train step (BENCH.md). Keep blocks up to 32 MiB in the heap, unless the user set
+/// glibc's own environment knobs.
+fn keep_freed_memory_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
     }
 }
 

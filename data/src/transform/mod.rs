@@ -2,6 +2,7 @@
 //! (RandomResizedCrop, flip, RandAugment or colour jitter) and the eval transform
 //! (resize, crop), then normalisation into CHW `f32`.
 
+pub mod affine;
 pub mod eval;
 pub mod randaugment;
 pub mod resize;

@@ -4,7 +4,30 @@
 
 use image::RgbImage;
 
+pub use super::affine::affine;
 use crate::rng::Rng;
+
+/// `fn NAME(ARGS) -> R { BODY }`, plus a copy of BODY compiled for AVX2 that runs when the CPU
+/// has it: wider vectors and inline rounding, the same IEEE results (Rust never contracts
+/// `a * b + c` into an FMA), so PIL bit-exactness holds on both paths.
+macro_rules! avx2_multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                return unsafe { avx2($($arg),*) };
+            }
+            portable($($arg),*)
+        }
+    };
+}
 
 /// `_RAND_INCREASING_TRANSFORMS` (used with `inc1`) and `_RAND_TRANSFORMS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,25 +306,19 @@ pub fn solarize_add(img: &RgbImage, add: u32, threshold: u32) -> RgbImage {
 
 /// `ImagingBlend(degenerate, img, factor)` in float32, truncating like PIL.
 fn blend(degenerate: &[u8], img: &RgbImage, factor: f64) -> RgbImage {
-    let alpha = factor as f32;
-    let interpolate = (0.0..=1.0).contains(&alpha);
-    let data = degenerate
-        .iter()
-        .zip(img.as_raw())
-        .map(|(&a, &b)| {
-            let v = a as f32 + alpha * (b as f32 - a as f32);
-            if interpolate {
-                v as u8
-            } else if v <= 0.0 {
-                0
-            } else if v >= 255.0 {
-                255
-            } else {
-                v as u8
-            }
-        })
-        .collect();
+    let mut data = vec![0u8; degenerate.len()];
+    blend_into(degenerate, img.as_raw(), factor as f32, &mut data);
     RgbImage::from_raw(img.width(), img.height(), data).unwrap()
+}
+
+avx2_multiversion! {
+    /// PIL truncates when interpolating (the value stays in range) and clips then truncates when
+    /// extrapolating: both are Rust's saturating `as` cast.
+    fn blend_into(degenerate: &[u8], img: &[u8], alpha: f32, out: &mut [u8]) {
+        for ((o, &a), &b) in out.iter_mut().zip(degenerate).zip(img) {
+            *o = (a as f32 + alpha * (b as f32 - a as f32)) as u8;
+        }
+    }
 }
 
 /// `convert("L")`: ITU-R 601-2 luma in Pillow's 16.16 fixed point, rounded.
@@ -342,22 +359,34 @@ fn smooth(img: &RgbImage) -> RgbImage {
     let src = img.as_raw();
     let mut out = src.clone();
     // PIL divides the kernel by its sum in float32 and rounds by adding 0.5 before truncating;
-    // the sum order (row below, centre row, row above) matters for float equality.
-    let (k1, k5) = (1.0f32 / 13.0, 5.0f32 / 13.0);
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            for c in 0..3 {
-                let px = |yy: usize, xx: usize| src[(yy * w + xx) * 3 + c] as f32;
-                let row = |yy: usize, centre: f32| px(yy, x - 1) * k1 + px(yy, x) * centre + px(yy, x + 1) * k1;
+    // the sum order (row below, centre row, row above) matters for float equality. Channels are
+    // interleaved, so a pixel's horizontal neighbours are 3 bytes away in every channel.
+    smooth_rows(src, &mut out, w, h);
+    RgbImage::from_raw(w as u32, h as u32, out).unwrap()
+}
+
+avx2_multiversion! {
+    fn smooth_rows(src: &[u8], out: &mut [u8], w: usize, h: usize) {
+        let stride = w * 3;
+        let (k1, k5) = (1.0f32 / 13.0, 5.0f32 / 13.0);
+        for y in 1..h - 1 {
+            let (above, centre, below) =
+                (&src[(y - 1) * stride..y * stride], &src[y * stride..(y + 1) * stride], &src[(y + 1) * stride..(y + 2) * stride]);
+            for (i, o) in out[y * stride + 3..(y + 1) * stride - 3].iter_mut().enumerate() {
+                let i = i + 3;
                 let mut sum = 0.5f32;
-                sum += row(y + 1, k1);
-                sum += row(y, k5);
-                sum += row(y - 1, k1);
-                out[(y * w + x) * 3 + c] = sum.clamp(0.0, 255.0) as u8;
+                sum += smooth_row(below, i, k1, k1);
+                sum += smooth_row(centre, i, k5, k1);
+                sum += smooth_row(above, i, k1, k1);
+                *o = sum.clamp(0.0, 255.0) as u8;
             }
         }
     }
-    RgbImage::from_raw(w as u32, h as u32, out).unwrap()
+}
+
+#[inline(always)]
+fn smooth_row(r: &[u8], i: usize, centre: f32, side: f32) -> f32 {
+    r[i - 3] as f32 * side + r[i] as f32 * centre + r[i + 3] as f32 * side
 }
 
 /// `img.rotate(degrees, resample, fillcolor)` (no expand): an affine warp about the centre.
@@ -377,142 +406,9 @@ pub fn rotate(img: &RgbImage, degrees: f64, resample: Resample, fill: [u8; 3]) -
     affine(img, m, resample, fill)
 }
 
-/// `img.transform(size, AFFINE, m, resample, fillcolor)`: output pixel `(x, y)` samples the
-/// input at `m · (x + ½, y + ½)`; samples outside the input keep the fill colour. The
-/// arithmetic is PIL's `bilinear_filter32RGB` / `bicubic_filter32RGB`, term for term, so the
-/// result is bit-identical.
-pub fn affine(img: &RgbImage, m: [f64; 6], resample: Resample, fill: [u8; 3]) -> RgbImage {
-    AFFINE_SOURCE.with(|buf| {
-        let mut src = buf.borrow_mut();
-        src.clear();
-        src.extend(img.as_raw().chunks_exact(3).map(|p| [p[0] as f64, p[1] as f64, p[2] as f64, 0.0]));
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // The same code compiled for AVX2: 4-wide f64 lanes and an inline `floor`. No FMA
-            // (Rust never contracts a*b+c), so every result is bit-identical to the baseline build.
-            return unsafe { affine_avx2(&src, w, h, m, resample, fill) };
-        }
-        affine_lanes(&src, w, h, m, resample, fill)
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn affine_avx2(src: &[Lanes], w: usize, h: usize, m: [f64; 6], resample: Resample, fill: [u8; 3]) -> RgbImage {
-    affine_lanes(src, w, h, m, resample, fill)
-}
-
-/// One pixel's channels as f64 lanes (the fourth is padding). PIL filters each channel with
-/// the same operations in the same order, so doing the three side by side changes no bit.
-type Lanes = [f64; 4];
-
-thread_local! {
-    /// The source as [`Lanes`], reused between calls.
-    static AFFINE_SOURCE: std::cell::RefCell<Vec<Lanes>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-#[inline(always)]
-fn affine_lanes(src: &[Lanes], w: usize, h: usize, m: [f64; 6], resample: Resample, fill: [u8; 3]) -> RgbImage {
-    let (wi, hi) = (w as i64, h as i64);
-    let mut out = vec![0u8; w * h * 3];
-    let col = |x: i64| x.clamp(0, wi - 1) as usize;
-    let row = |y: i64| y.clamp(0, hi - 1) as usize * w;
-    let lerp = |a: Lanes, b: Lanes, d: f64| -> Lanes { std::array::from_fn(|c| a[c] + (b[c] - a[c]) * d) };
-    let store = |out: &mut [u8], v: Lanes| {
-        // PIL's float → u8 (bilinear: truncate; bicubic: clip, then truncate) is exactly Rust's
-        // saturating `as` cast for both; clamping first lets the lanes convert together.
-        let v: [i32; 4] = std::array::from_fn(|c| v[c].max(0.0).min(255.0) as i32);
-        out[0] = v[0] as u8;
-        out[1] = v[1] as u8;
-        out[2] = v[2] as u8;
-    };
-    for (y, out_row) in out.chunks_exact_mut(w * 3).enumerate() {
-        let yo = y as f64 + 0.5;
-        for (x4, out4) in out_row.chunks_mut(4 * 3).enumerate() {
-            // Four output pixels' source coordinates side by side (vector lanes), each lane
-            // computed exactly as PIL computes one pixel's.
-            let xo: [f64; 4] = std::array::from_fn(|i| (x4 * 4 + i) as f64 + 0.5);
-            let xin: [f64; 4] = std::array::from_fn(|i| m[0] * xo[i] + m[1] * yo + m[2]);
-            let yin: [f64; 4] = std::array::from_fn(|i| m[3] * xo[i] + m[4] * yo + m[5]);
-            let fx: [f64; 4] = std::array::from_fn(|i| xin[i] - 0.5);
-            let fy: [f64; 4] = std::array::from_fn(|i| yin[i] - 0.5);
-            let floor_x: [f64; 4] = std::array::from_fn(|i| fx[i].floor());
-            let floor_y: [f64; 4] = std::array::from_fn(|i| fy[i].floor());
-            for (i, o) in out4.chunks_exact_mut(3).enumerate() {
-                if xin[i] < 0.0 || xin[i] >= w as f64 || yin[i] < 0.0 || yin[i] >= h as f64 {
-                    o.copy_from_slice(&fill);
-                    continue;
-                }
-                let (x0, y0) = (floor_x[i] as i64, floor_y[i] as i64);
-                let (dx, dy) = (fx[i] - floor_x[i], fy[i] - floor_y[i]);
-                match resample {
-                    // A zero fraction makes PIL's interpolation return its first operand exactly
-                    // (`a + (b - a) * 0`, `v2 + 0 * (…)`), so the untouched taps can be skipped: shears
-                    // and translations have dx or dy = 0 at every pixel.
-                    Resample::Bilinear if dy == 0.0 => {
-                        let r0 = row(y0);
-                        let v = if dx == 0.0 {
-                            src[r0 + col(x0)]
-                        } else {
-                            lerp(src[r0 + col(x0)], src[r0 + col(x0 + 1)], dx)
-                        };
-                        store(o, v);
-                    }
-                    Resample::Bilinear => {
-                        let (c0, c1, r0) = (col(x0), col(x0 + 1), row(y0));
-                        let r1 = if y0 + 1 < hi { row(y0 + 1) } else { r0 };
-                        let (v1, v2) = if dx == 0.0 {
-                            (src[r0 + c0], src[r1 + c0])
-                        } else {
-                            (lerp(src[r0 + c0], src[r0 + c1], dx), lerp(src[r1 + c0], src[r1 + c1], dx))
-                        };
-                        store(o, lerp(v1, v2, dy));
-                    }
-                    Resample::Bicubic if x0 >= 1 && x0 + 2 < wi && y0 >= 1 && y0 + 2 < hi => {
-                        // Interior: all 4×4 taps inside.
-                        let base = (y0 as usize - 1) * w + x0 as usize - 1;
-                        let line = |r: usize| {
-                            let t = base + r * w;
-                            if dx == 0.0 {
-                                src[t + 1]
-                            } else {
-                                cubic4(src[t], src[t + 1], src[t + 2], src[t + 3], dx)
-                            }
-                        };
-                        let v = if dy == 0.0 { line(1) } else { cubic4(line(0), line(1), line(2), line(3), dy) };
-                        store(o, v);
-                    }
-                    Resample::Bicubic => {
-                        let (xb, yb) = (x0 - 1, y0 - 1);
-                        let cols = [col(xb), col(xb + 1), col(xb + 2), col(xb + 3)];
-                        let line = |r: usize| {
-                            cubic4(src[r + cols[0]], src[r + cols[1]], src[r + cols[2]], src[r + cols[3]], dx)
-                        };
-                        // Row yb is clamped; rows below it exist only inside the image (else repeat).
-                        let inside = |y: i64| (0..hi).contains(&y);
-                        let v1 = line(row(yb));
-                        let v2 = if inside(yb + 1) { line(row(yb + 1)) } else { v1 };
-                        let v3 = if inside(yb + 2) { line(row(yb + 2)) } else { v2 };
-                        let v4 = if inside(yb + 3) { line(row(yb + 3)) } else { v3 };
-                        store(o, cubic4(v1, v2, v3, v4, dy));
-                    }
-                }
-            }
-        }
-    }
-    RgbImage::from_raw(w as u32, h as u32, out).unwrap()
-}
-
-/// [`cubic`] on four lanes at once.
-#[inline(always)]
-fn cubic4(v1: Lanes, v2: Lanes, v3: Lanes, v4: Lanes, d: f64) -> Lanes {
-    std::array::from_fn(|i| cubic(v1[i], v2[i], v3[i], v4[i], d))
-}
-
 /// PIL's `BICUBIC` macro (its a = −1 cubic), evaluated in the same order.
 #[inline(always)]
-fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
+pub(crate) fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     let p1 = v2;
     let p2 = -v1 + v3;
     let p3 = 2.0 * (v1 - v2) + v3 - v4;
