@@ -6,6 +6,7 @@
 //! The spec these modules follow is `shared/reference/timm_maxxvit_spec.md`; `§` references
 //! in comments point into it.
 
+pub mod autocast;
 pub mod blocks;
 pub mod config;
 pub mod flops;

@@ -222,6 +222,33 @@ pub struct TrainingSection {
     /// Stop after this many optimizer steps (0: run the schedule to the end).
     pub max_steps: usize,
     pub device: String,
+    /// `bf16`: matmuls and convolutions in bfloat16 from f32 master weights, like timm's
+    /// `--amp --amp-dtype bfloat16` (model::autocast); `f32`: full precision. Left out of the
+    /// written config when f32, so the config hash of runs from before this setting is unchanged.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+
+    /// The dtype `model::autocast` computes matmuls and convolutions in.
+    pub fn autocast_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Self::F32 => None,
+            Self::Bf16 => Some(burn::tensor::FloatDType::BF16),
+        }
+    }
 }
 
 impl Default for TrainingSection {
@@ -237,6 +264,7 @@ impl Default for TrainingSection {
             val_interval: 1,
             max_steps: 0,
             device: "cpu".into(),
+            precision: Precision::F32,
         }
     }
 }

@@ -176,7 +176,8 @@ enum Command {
         batch_size: usize,
         #[arg(long, value_enum, default_value = "train")]
         mode: commands::benchmark::Mode,
-        /// f32, or bf16 (CUDA only; the whole model in bf16, as Burn has no autocast).
+        /// f32; bf16 (autocast: f32 weights, bf16 matmuls/convolutions, like timm --amp);
+        /// bf16-pure (the whole model in bf16, CUDA only).
         #[arg(long, value_enum, default_value = "f32")]
         amp: commands::benchmark::Precision,
         #[arg(long, default_value_t = 2)]
@@ -377,13 +378,13 @@ fn run(cli: Cli) -> Result<()> {
             use commands::benchmark::{run, BenchArgs, Precision};
             let args = BenchArgs { spec: select.resolve()?, batch_size, mode, precision: amp, warmup, steps };
             match (amp, device) {
-                (Precision::F32, _) => with_backend!(device, |B, dev| run::<B>(&dev, args)),
+                (Precision::F32 | Precision::Bf16, _) => with_backend!(device, |B, dev| run::<B>(&dev, args)),
                 #[cfg(feature = "cuda")]
-                (Precision::Bf16, DeviceChoice::Cuda(i)) => {
+                (Precision::Bf16Pure, DeviceChoice::Cuda(i)) => {
                     run::<burn::backend::Cuda<burn::tensor::bf16>>(&burn::backend::cuda::CudaDevice::new(i), args)
                 }
-                (Precision::Bf16, _) => {
-                    bail!("--amp bf16 needs --device cuda (and a binary built with --features cuda)")
+                (Precision::Bf16Pure, _) => {
+                    bail!("--amp bf16-pure needs --device cuda (and a binary built with --features cuda)")
                 }
             }
         }

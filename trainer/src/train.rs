@@ -86,6 +86,9 @@ pub fn run_with<B: Backend>(
     let spec = setup::model_spec(&cfg)?;
     let loaders = setup::loaders(&cfg, &spec, rank, world)?;
     let global_batch = cfg.per_rank_batch(world)? * world;
+    // Train and validation forwards on this thread run under the configured precision, as
+    // timm's train and validate both run inside `amp_autocast`.
+    let _autocast = model::autocast::autocast(cfg.training.precision.autocast_dtype());
 
     // Where to start: a checkpoint of this run, or fresh (optionally from init weights).
     let start = match &resume {

@@ -251,6 +251,9 @@ fn bad_config_missing_data_and_unreadable_checkpoints_fail_cleanly() {
     std::fs::write(&bad, "[training]\nbatch_sise = 3\n").unwrap();
     let err = trainer_err(&["train", "--config", bad.to_str().unwrap()]);
     assert!(err.contains("batch_sise") && err.contains("bad.toml"), "{err}");
+    std::fs::write(&bad, "[training]\nprecision = \"fp8\"\n").unwrap();
+    let err = trainer_err(&["train", "--config", bad.to_str().unwrap()]);
+    assert!(err.contains("precision") && err.contains("fp8"), "{err}");
 
     let cfg = config(&out, &[]);
     let good = out.join("good.toml");
@@ -295,4 +298,37 @@ fn a_diverging_run_stops_before_saving_non_finite_weights() {
         let weights = read_tensors(&ckpt.join("model.safetensors")).unwrap();
         assert!(weights.values().all(|t| t.f32.iter().all(|v| v.is_finite())), "{}", ckpt.display());
     }
+}
+
+#[test]
+fn bf16_autocast_trains_with_f32_master_weights() {
+    let sets = [&RESUME_SETS[..], &["training.max_steps=4"]].concat();
+    let full = config(&scratch("precision-f32"), &sets);
+    let mixed = config(&scratch("precision-bf16"), &[&sets[..], &["training.precision=\"bf16\""]].concat());
+    assert_ne!(full.hash(), mixed.hash(), "precision is part of what a checkpoint's config hash pins");
+    run::<Flex>(&Default::default(), full.clone(), None).unwrap();
+    let outcome = run::<Flex>(&Default::default(), mixed.clone(), None).unwrap();
+    assert_eq!(outcome.global_step, 4);
+
+    // The written config says bf16; an f32 config does not mention precision at all, so the
+    // hash of runs made before the setting existed is unchanged.
+    let written = |cfg: &RunConfig| std::fs::read_to_string(cfg.run_dir().join("config.toml")).unwrap();
+    assert!(written(&mixed).contains("precision = \"bf16\""), "{}", written(&mixed));
+    assert!(!written(&full).contains("precision ="), "{}", written(&full));
+
+    // Master weights stay f32 (read_tensors refuses any other float dtype) and finite, and the
+    // bf16 arithmetic really ran: the weights differ from the f32 run's, but not by much.
+    let weights = |cfg: &RunConfig| read_tensors(&step_dir(cfg, 4).join("model.safetensors")).unwrap();
+    let (a, b) = (weights(&full), weights(&mixed));
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (key, t) in &a {
+        let u = &b[key];
+        assert!(u.f32.iter().all(|v| v.is_finite()), "{key}");
+        for (x, y) in t.f32.iter().zip(&u.f32) {
+            diff += ((x - y) as f64).powi(2);
+            norm += (*x as f64).powi(2);
+        }
+    }
+    let rel = (diff / norm).sqrt();
+    assert!(rel > 0.0 && rel < 5e-2, "bf16 vs f32 weights after 4 steps: rel-L2 {rel:.2e}");
 }

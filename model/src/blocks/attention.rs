@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use super::rel_pos::RelPos;
+use crate::autocast::Cast;
 use crate::layers::{dropout, Conv2d, ConvSpec, InitRole, Linear};
 
 /// `softmax(q·kᵀ·scale + bias)·v` over `[batch, heads, tokens, dim_head]`.
@@ -17,12 +18,19 @@ pub fn scaled_attention<B: Backend>(
     attn_drop: f64,
 ) -> Tensor<B, 4> {
     let dim_head = q.dims()[3];
-    let scores = q.mul_scalar((dim_head as f64).powf(-0.5)).matmul(k.swap_dims(2, 3));
+    let q = q.mul_scalar((dim_head as f64).powf(-0.5));
+    // Under autocast both matmuls run in the low dtype; the bias add and softmax stay f32.
+    let cast = Cast::for_input(&q);
+    let matmul = |a: Tensor<B, 4>, b: Tensor<B, 4>| match &cast {
+        Some(cast) => cast.up(cast.down(a).matmul(cast.down(b))),
+        None => a.matmul(b),
+    };
+    let scores = matmul(q, k.swap_dims(2, 3));
     let scores = match bias {
         Some(bias) => scores + bias.unsqueeze::<4>(),
         None => scores,
     };
-    dropout(softmax(scores, 3), attn_drop).matmul(v)
+    matmul(dropout(softmax(scores, 3), attn_drop), v)
 }
 
 /// Split a qkv projection `[b, n, 3·heads·dh]` into q, k, v `[b, heads, n, dh]`.

@@ -7,6 +7,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::Tensor;
 
 use super::init::{param, weight_and_bias, Fans, InitRole};
+use crate::autocast::Cast;
 use crate::config::{PaddingMode, PoolType};
 
 /// TF SAME total padding for one spatial dim: `max((ceil(n/s) - 1)·s + (k - 1)·d + 1 - n, 0)`.
@@ -115,7 +116,13 @@ impl<B: Backend> Conv2d<B> {
             (x, ((self.stride - 1) + (kernel - 1)) / 2)
         };
         let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
-        conv2d(x, self.weight.val(), bias, options)
+        match Cast::for_input(&x) {
+            Some(cast) => {
+                let bias = bias.map(|b| cast.down(b));
+                cast.up(conv2d(cast.down(x), cast.down(self.weight.val()), bias, options))
+            }
+            None => conv2d(x, self.weight.val(), bias, options),
+        }
     }
 }
 
@@ -133,7 +140,14 @@ impl<B: Backend> Linear<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        linear(x, self.weight.val().transpose(), self.bias.as_ref().map(|b| b.val()))
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match Cast::for_input(&x) {
+            Some(cast) => {
+                let bias = bias.map(|b| cast.down(b));
+                cast.up(linear(cast.down(x), cast.down(self.weight.val()).transpose(), bias))
+            }
+            None => linear(x, self.weight.val().transpose(), bias),
+        }
     }
 }
 

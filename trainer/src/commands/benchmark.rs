@@ -26,12 +26,15 @@ pub enum Mode {
     Infer,
 }
 
-/// Floating-point format of the run. Burn 0.21 has no autocast: `bf16` runs the whole model in
-/// bf16 (weights included), where timm's AMP keeps f32 weights and reductions.
+/// Floating-point format of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     F32,
+    /// f32 weights, matmuls and convolutions in bf16 (model::autocast): timm's `--amp
+    /// --amp-dtype bfloat16`, what training uses with `training.precision = "bf16"`.
     Bf16,
+    /// The whole model in bf16, weights included (timm's `--model-dtype bfloat16`); CUDA only.
+    Bf16Pure,
 }
 
 pub struct BenchArgs {
@@ -62,6 +65,8 @@ pub fn run<B: Backend>(device: &B::Device, args: BenchArgs) -> Result<()> {
         bail!("--steps and --batch-size must be positive");
     }
     B::seed(device, 0);
+    let _autocast =
+        model::autocast::autocast((args.precision == Precision::Bf16).then_some(burn::tensor::FloatDType::BF16));
     let model = MaxxVit::<Autodiff<B>>::new(&args.spec.cfg, &args.spec.args, device)?;
     let [h, w] = args.spec.args.img_size;
     let (b, classes) = (args.batch_size, args.spec.args.num_classes.max(1));

@@ -23,6 +23,8 @@ pub fn run<B: Backend>(device: &B::Device, cfg: &RunConfig, checkpoint: &Path, e
     let model = load_safetensors(MaxxVit::<B>::new(&spec.cfg, &spec.args, device)?, &file, LoadMode::Strict)?.0;
     let loaders = setup::loaders(cfg, &spec, 0, 1)?;
     let val = loaders.val.context("the config has no validation split")?;
+    // As the run validated itself (timm's validate.py runs under --amp the same way).
+    let _autocast = model::autocast::autocast(cfg.training.precision.autocast_dtype());
     let m = validate(&model, &val, device)?;
     println!("{}: top-1 {:.3} %, top-5 {:.3} %, loss {:.4}", file.display(), m.top1, m.top5, m.loss);
     Ok(())
