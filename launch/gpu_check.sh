@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine checks, in one call of at most ~8 minutes (BUDGET_S):
-#   (a) every golden case on the CUDA backend in f32 (trainer golden-check),
+#   (a) every golden case on the CUDA backend in f32 (trainer golden-check), then its train step
+#       under bf16 autocast (golden-check --amp bf16),
 #   (b) NCCL all-reduce through our Collective at world size 1 (and across all GPUs if several),
 #   (c) our throughput: maxxvitv2_rmlp_base_rw_224, 224², bf16, train at batch 64 and 128, infer 128,
 #   (d) timm's on the same card: eager AMP bf16 channels_last, then torch.compile if time is left,
@@ -62,6 +63,8 @@ run() {
 
 # (a) Parity: CubeCL compiles its kernels at run time, so the first cases also pay for that.
 run golden 200 "$RESULTS/golden.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda
+# bf16 autocast on CUDA (cubecl's bf16 casts and matmuls) within timm's own bf16 spread.
+run golden-bf16 90 "$RESULTS/golden_bf16.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda --amp bf16
 
 # (b) NCCL at world size 1, then over every GPU of the machine.
 run nccl-world1 60 "$RESULTS/nccl.txt" env MASTER_PORT=29531 "$BIN" collective-check --device cuda --rounds 20

@@ -112,3 +112,56 @@ pub fn check_case<B: AutodiffBackend>(case: &GoldenCase, device: &B::Device) -> 
     }
     Ok(c.report)
 }
+
+/// How far one train step under autocast lands from timm's float32 step (the fixture's
+/// `train.logits` and `grad.*`): relative L2 over the logits and over all gradients together.
+#[derive(Debug, Clone, Copy)]
+pub struct AutocastDeviation {
+    pub logits: f64,
+    pub grads: f64,
+}
+
+/// Bounds for [`AutocastDeviation`] under bf16: the spread of timm's own bf16 autocast on the
+/// golden cases (`bench/timm_autocast_error.py`, torch 2.15 CPU: logits 3e-3..3.3e-2, gradients
+/// 6e-3..2.0e-1 from its f32 step), rounded up.
+pub const BF16_LOGITS_TOL: f64 = 5e-2;
+pub const BF16_GRADS_TOL: f64 = 2.5e-1;
+
+impl AutocastDeviation {
+    /// Inside the bf16 bounds, and not zero (the casts must have happened).
+    pub fn within_bf16_spread(&self) -> bool {
+        self.logits > 0.0 && self.logits < BF16_LOGITS_TOL && self.grads > 0.0 && self.grads < BF16_GRADS_TOL
+    }
+}
+
+/// One train step of `case` (forward, cross-entropy, backward) with matmuls and convolutions
+/// in `dtype` (crate::autocast), compared with timm's float32 step.
+pub fn autocast_deviation<B: AutodiffBackend>(
+    case: &GoldenCase,
+    device: &B::Device,
+    dtype: burn::tensor::FloatDType,
+) -> Result<AutocastDeviation, ModelError> {
+    let io = case.io()?;
+    let get = |what: &str| {
+        io.get(what).ok_or_else(|| ModelError::Format { path: case.io_path(), reason: format!("no tensor '{what}'") })
+    };
+    let model = MaxxVit::<B>::new(&case.cfg, &case.args, device)?;
+    let (model, _) = load_safetensors(model, &case.weights(), LoadMode::Strict)?;
+    let (input, target) = (get("input")?, get("target")?);
+    let n = target.i64.len();
+    let _autocast = crate::autocast::autocast(Some(dtype));
+    let logits = model.forward(tensor4::<B>(input, device));
+    if logits.dtype() != burn::tensor::DType::F32 {
+        return Err(ModelError::Config(format!("{}: autocast returned {:?} logits", case.name, logits.dtype())));
+    }
+    let target = Tensor::<B, 1, Int>::from_data(TensorData::new(target.i64.clone(), [n]), device);
+    let loss = log_softmax(logits.clone(), 1).gather(1, target.reshape([n, 1])).mean().neg();
+    let grads = loss.backward();
+    let logits_err = rel_l2(&values(logits), &get("train.logits")?.f32, 0.0);
+    let (mut ours, mut reference) = (vec![], vec![]);
+    for (key, shape, grad) in model.gradients_by_key(&grads) {
+        ours.extend(grad.unwrap_or_else(|| vec![0.0; shape.iter().product()]));
+        reference.extend_from_slice(&get(&format!("grad.{key}"))?.f32);
+    }
+    Ok(AutocastDeviation { logits: logits_err, grads: rel_l2(&ours, &reference, 0.0) })
+}

@@ -137,6 +137,14 @@ fn golden_check_passes_on_cpu_and_the_gpu_script_stops_cleanly_without_a_gpu() {
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["failures"].as_u64(), Some(0));
     assert_eq!(summary["cases"].as_u64(), Some(case_dirs(&golden_dir()).unwrap().len() as u64));
+    // The bf16 autocast check the GPU script runs on CUDA, here on the CPU backend.
+    let out = trainer().args(["golden-check", "--device", "cpu", "--amp", "bf16"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["check"], "golden-bf16-autocast");
+    assert_eq!(summary["failures"].as_u64(), Some(0));
+    assert!(summary["worst_logits_rel_l2"].as_f64().unwrap() > 0.0, "{stdout}");
 
     // No nvidia-smi on PATH: the GPU check script says so and exits 3 at once, not hanging.
     let dir = scratch("gpu-check");

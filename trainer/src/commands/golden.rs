@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use model::golden::{case_dirs, GoldenCase};
-use model::golden_check::check_case;
+use model::golden_check::{autocast_deviation, check_case, BF16_GRADS_TOL, BF16_LOGITS_TOL};
 
 pub fn run<B: Backend>(device: &B::Device, dir: &Path) -> Result<()> {
     let dirs = case_dirs(dir).with_context(|| format!("reading golden cases under {}", dir.display()))?;
@@ -44,6 +44,52 @@ pub fn run<B: Backend>(device: &B::Device, dir: &Path) -> Result<()> {
     );
     if !failures.is_empty() {
         bail!("{} of {checked} golden tensors outside tolerance:\n{}", failures.len(), failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// Every golden case's train step under bf16 autocast against timm's f32 step, bounded by the
+/// spread of timm's own bf16 autocast (the CPU test `model/tests/autocast.rs` does the same).
+pub fn run_bf16<B: Backend>(device: &B::Device, dir: &Path) -> Result<()> {
+    let dirs = case_dirs(dir).with_context(|| format!("reading golden cases under {}", dir.display()))?;
+    if dirs.is_empty() {
+        bail!("no golden cases under {}", dir.display());
+    }
+    let mut failures = vec![];
+    let (mut worst_logits, mut worst_grads) = (0f64, 0f64);
+    for case_dir in &dirs {
+        let case = GoldenCase::load(case_dir)?;
+        let started = Instant::now();
+        let d = autocast_deviation::<Autodiff<B>>(&case, device, burn::tensor::FloatDType::BF16)?;
+        let ok = d.within_bf16_spread();
+        println!(
+            "{:<28} bf16 autocast vs timm f32: logits {:.1e}  grads {:.1e}  {:>6.2}s  {}",
+            case.name,
+            d.logits,
+            d.grads,
+            started.elapsed().as_secs_f64(),
+            if ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            failures.push(format!("{}: logits {:.2e}, gradients {:.2e}", case.name, d.logits, d.grads));
+        }
+        worst_logits = worst_logits.max(d.logits);
+        worst_grads = worst_grads.max(d.grads);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "check": "golden-bf16-autocast", "cases": dirs.len(), "failures": failures.len(),
+            "worst_logits_rel_l2": worst_logits, "worst_grads_rel_l2": worst_grads,
+            "bounds": [BF16_LOGITS_TOL, BF16_GRADS_TOL],
+        })
+    );
+    if !failures.is_empty() {
+        bail!(
+            "{} cases outside bf16 autocast bounds (logits < {BF16_LOGITS_TOL}, gradients < {BF16_GRADS_TOL}, both > 0):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
     Ok(())
 }
