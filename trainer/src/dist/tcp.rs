@@ -184,6 +184,9 @@ impl Collective for Tcp {
         self.world
     }
     fn all_reduce_sum(&mut self, buf: &mut [f32], what: &str) -> Result<()> {
+        if self.world == 1 {
+            return Ok(()); // alone: the sum (or rank 0's buffer) is this buffer
+        }
         let out = self.star(what, to_bytes(buf, f32::to_le_bytes), |acc, other| {
             for (a, b) in acc.chunks_exact_mut(4).zip(other.chunks_exact(4)) {
                 let s = f32::from_le_bytes(a.try_into().unwrap()) + f32::from_le_bytes(b.try_into().unwrap());
@@ -196,6 +199,9 @@ impl Collective for Tcp {
         Ok(())
     }
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64], what: &str) -> Result<()> {
+        if self.world == 1 {
+            return Ok(()); // alone: the sum (or rank 0's buffer) is this buffer
+        }
         let out = self.star(what, to_bytes(buf, f64::to_le_bytes), |acc, other| {
             for (a, b) in acc.chunks_exact_mut(8).zip(other.chunks_exact(8)) {
                 let s = f64::from_le_bytes(a.try_into().unwrap()) + f64::from_le_bytes(b.try_into().unwrap());
@@ -208,6 +214,9 @@ impl Collective for Tcp {
         Ok(())
     }
     fn broadcast(&mut self, buf: &mut [f32], what: &str) -> Result<()> {
+        if self.world == 1 {
+            return Ok(()); // alone: the sum (or rank 0's buffer) is this buffer
+        }
         // Everyone sends its buffer (for the size check); rank 0's comes back.
         let out = self.star(what, to_bytes(buf, f32::to_le_bytes), |_, _| {})?;
         for (v, b) in buf.iter_mut().zip(out.chunks_exact(4)) {
