@@ -312,37 +312,61 @@ fn blend(degenerate: &[u8], img: &RgbImage, factor: f64) -> RgbImage {
 }
 
 avx2_multiversion! {
-    /// PIL truncates when interpolating (the value stays in range) and clips then truncates when
-    /// extrapolating: both are Rust's saturating `as` cast.
     fn blend_into(degenerate: &[u8], img: &[u8], alpha: f32, out: &mut [u8]) {
         for ((o, &a), &b) in out.iter_mut().zip(degenerate).zip(img) {
-            *o = (a as f32 + alpha * (b as f32 - a as f32)) as u8;
+            *o = blend_value(a, b, alpha);
         }
     }
 }
 
 /// `convert("L")`: ITU-R 601-2 luma in Pillow's 16.16 fixed point, rounded.
+#[inline(always)]
 fn luma(px: &[u8]) -> u8 {
     ((px[0] as u32 * 19595 + px[1] as u32 * 38470 + px[2] as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
 /// `ImageEnhance.Color`: blend with the greyscale image.
 pub fn color(img: &RgbImage, factor: f64) -> RgbImage {
-    let grey: Vec<u8> = img.as_raw().chunks_exact(3).flat_map(|px| [luma(px); 3]).collect();
-    blend(&grey, img, factor)
+    let mut data = vec![0u8; img.as_raw().len()];
+    color_into(img.as_raw(), factor as f32, &mut data);
+    RgbImage::from_raw(img.width(), img.height(), data).unwrap()
+}
+
+avx2_multiversion! {
+    /// Blend each pixel with its own luma (the grey image PIL builds), in one pass.
+    fn color_into(img: &[u8], alpha: f32, out: &mut [u8]) {
+        for (o, px) in out.chunks_exact_mut(3).zip(img.chunks_exact(3)) {
+            let grey = luma(px);
+            o[0] = blend_value(grey, px[0], alpha);
+            o[1] = blend_value(grey, px[1], alpha);
+            o[2] = blend_value(grey, px[2], alpha);
+        }
+    }
 }
 
 /// `ImageEnhance.Contrast`: blend with a flat image at the rounded mean luma.
 pub fn contrast(img: &RgbImage, factor: f64) -> RgbImage {
     let n = (img.width() * img.height()) as f64;
     let mean = img.as_raw().chunks_exact(3).map(|px| luma(px) as f64).sum::<f64>() / n;
-    let flat = vec![(mean + 0.5) as u8; img.as_raw().len()];
-    blend(&flat, img, factor)
+    lut(img, &blend_with_constant((mean + 0.5) as u8, factor))
 }
 
 /// `ImageEnhance.Brightness`: blend with black.
 pub fn brightness(img: &RgbImage, factor: f64) -> RgbImage {
-    blend(&vec![0; img.as_raw().len()], img, factor)
+    lut(img, &blend_with_constant(0, factor))
+}
+
+/// A blend with a flat image depends on the pixel value alone: [`blend_value`] tabulated.
+fn blend_with_constant(flat: u8, factor: f64) -> [u8; 256] {
+    std::array::from_fn(|v| blend_value(flat, v as u8, factor as f32))
+}
+
+/// PIL's `Image.blend(degenerate, img, alpha)` for one value: it truncates when interpolating
+/// (the value stays in range) and clips then truncates when extrapolating, both of which are
+/// Rust's saturating `as` cast.
+#[inline(always)]
+fn blend_value(degenerate: u8, value: u8, alpha: f32) -> u8 {
+    (degenerate as f32 + alpha * (value as f32 - degenerate as f32)) as u8
 }
 
 /// `ImageEnhance.Sharpness`: blend with `ImageFilter.SMOOTH` (3x3, 1/13 weights with 5 in the
