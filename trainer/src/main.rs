@@ -391,6 +391,7 @@ fn run(cli: Cli) -> Result<()> {
                 (Precision::F32 | Precision::Bf16, _) => with_backend!(device, |B, dev| run::<B>(&dev, args)),
                 #[cfg(feature = "cuda")]
                 (Precision::Bf16Pure, DeviceChoice::Cuda(i)) => {
+                    device::check_cuda(i)?;
                     run::<burn::backend::Cuda<burn::tensor::bf16>>(&burn::backend::cuda::CudaDevice::new(i), args)
                 }
                 (Precision::Bf16Pure, _) => {
@@ -430,6 +431,9 @@ fn train(cfg: trainer::config::RunConfig, resume: Option<trainer::train::Resume>
         DeviceChoice::Cuda(i) => Some(i),
         DeviceChoice::Cpu => None,
     };
+    if let Some(index) = ordinal {
+        device::check_cuda(index)?;
+    }
     let mut coll = dist::connect(&rv, &cfg, ordinal)?;
     if rv.world > 1 {
         tracing::info!(rank = rv.rank, world = rv.world, local_rank = rv.local_rank, device = ?device, "joined the job");

@@ -25,6 +25,9 @@ fn open(rv: &Rendezvous, device: DeviceChoice, timeout: Duration) -> Result<(Box
     if cfg!(not(feature = "cuda")) && device != DeviceChoice::Cpu {
         bail!("this binary was built without CUDA; rebuild with `--features cuda`");
     }
+    if let DeviceChoice::Cuda(i) = device {
+        crate::device::check_cuda(i)?; // before joining the others: fail alone, and clearly
+    }
     let tcp = Tcp::connect(rv, "collective-check", timeout)?;
     match device {
         DeviceChoice::Cpu => Ok((Box::new(tcp), "tcp")),
