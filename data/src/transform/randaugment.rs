@@ -7,28 +7,6 @@ use image::RgbImage;
 pub use super::affine::affine;
 use crate::rng::Rng;
 
-/// `fn NAME(ARGS) -> R { BODY }`, plus a copy of BODY compiled for AVX2 that runs when the CPU
-/// has it: wider vectors and inline rounding, the same IEEE results (Rust never contracts
-/// `a * b + c` into an FMA), so PIL bit-exactness holds on both paths.
-macro_rules! avx2_multiversion {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$meta])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn portable($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    portable($($arg),*)
-                }
-                return unsafe { avx2($($arg),*) };
-            }
-            portable($($arg),*)
-        }
-    };
-}
-
 /// `_RAND_INCREASING_TRANSFORMS` (used with `inc1`) and `_RAND_TRANSFORMS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
