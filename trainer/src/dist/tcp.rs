@@ -176,6 +176,35 @@ fn to_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u
     v.iter().flat_map(|x| f(*x)).collect()
 }
 
+impl Tcp {
+    /// Every rank's `buf` through the hub: rank 0 folds the others into its own with `add`, in
+    /// rank order (`None`: rank 0's buffer is the result), and every rank gets the result.
+    fn exchange<T: Copy, const N: usize>(
+        &mut self,
+        buf: &mut [T],
+        what: &str,
+        to_le: fn(T) -> [u8; N],
+        from_le: fn([u8; N]) -> T,
+        add: Option<fn(T, T) -> T>,
+    ) -> Result<()> {
+        if self.world == 1 {
+            return Ok(()); // alone: the result is this buffer
+        }
+        let out = self.star(what, to_bytes(buf, to_le), |acc, other| {
+            if let Some(add) = add {
+                for (a, b) in acc.chunks_exact_mut(N).zip(other.chunks_exact(N)) {
+                    let sum = add(from_le(a.try_into().unwrap()), from_le(b.try_into().unwrap()));
+                    a.copy_from_slice(&to_le(sum));
+                }
+            }
+        })?;
+        for (v, b) in buf.iter_mut().zip(out.chunks_exact(N)) {
+            *v = from_le(b.try_into().unwrap());
+        }
+        Ok(())
+    }
+}
+
 impl Collective for Tcp {
     fn rank(&self) -> usize {
         self.rank
@@ -184,44 +213,13 @@ impl Collective for Tcp {
         self.world
     }
     fn all_reduce_sum(&mut self, buf: &mut [f32], what: &str) -> Result<()> {
-        if self.world == 1 {
-            return Ok(()); // alone: the sum (or rank 0's buffer) is this buffer
-        }
-        let out = self.star(what, to_bytes(buf, f32::to_le_bytes), |acc, other| {
-            for (a, b) in acc.chunks_exact_mut(4).zip(other.chunks_exact(4)) {
-                let s = f32::from_le_bytes(a.try_into().unwrap()) + f32::from_le_bytes(b.try_into().unwrap());
-                a.copy_from_slice(&s.to_le_bytes());
-            }
-        })?;
-        for (v, b) in buf.iter_mut().zip(out.chunks_exact(4)) {
-            *v = f32::from_le_bytes(b.try_into().unwrap());
-        }
-        Ok(())
+        self.exchange(buf, what, f32::to_le_bytes, f32::from_le_bytes, Some(|a, b| a + b))
     }
     fn all_reduce_sum_f64(&mut self, buf: &mut [f64], what: &str) -> Result<()> {
-        if self.world == 1 {
-            return Ok(()); // alone: the sum (or rank 0's buffer) is this buffer
-        }
-        let out = self.star(what, to_bytes(buf, f64::to_le_bytes), |acc, other| {
-            for (a, b) in acc.chunks_exact_mut(8).zip(other.chunks_exact(8)) {
-                let s = f64::from_le_bytes(a.try_into().unwrap()) + f64::from_le_bytes(b.try_into().unwrap());
-                a.copy_from_slice(&s.to_le_bytes());
-            }
-        })?;
-        for (v, b) in buf.iter_mut().zip(out.chunks_exact(8)) {
-            *v = f64::from_le_bytes(b.try_into().unwrap());
-        }
-        Ok(())
+        self.exchange(buf, what, f64::to_le_bytes, f64::from_le_bytes, Some(|a, b| a + b))
     }
     fn broadcast(&mut self, buf: &mut [f32], what: &str) -> Result<()> {
-        if self.world == 1 {
-            return Ok(()); // alone: the sum (or rank 0's buffer) is this buffer
-        }
         // Everyone sends its buffer (for the size check); rank 0's comes back.
-        let out = self.star(what, to_bytes(buf, f32::to_le_bytes), |_, _| {})?;
-        for (v, b) in buf.iter_mut().zip(out.chunks_exact(4)) {
-            *v = f32::from_le_bytes(b.try_into().unwrap());
-        }
-        Ok(())
+        self.exchange(buf, what, f32::to_le_bytes, f32::from_le_bytes, None)
     }
 }
