@@ -199,7 +199,7 @@ enum Command {
         /// f32: every tensor within the fixture tolerances; bf16: the train step under bf16
         /// autocast within timm's own bf16 spread of its f32 step.
         #[arg(long, value_enum, default_value = "f32")]
-        amp: GoldenPrecision,
+        amp: trainer::config::Precision,
     },
     /// Check and time this job's collective (NCCL on cuda, TCP on cpu), at any world size
     /// (RANK/WORLD_SIZE/MASTER_* as for training; 1 process if unset).
@@ -286,12 +286,6 @@ fn init_logging(log_file: Option<PathBuf>) {
         tracing_subscriber::fmt::layer().with_ansi(false).with_writer(move || sink).with_filter(filter())
     });
     tracing_subscriber::registry().with(console).with(file).init();
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum GoldenPrecision {
-    F32,
-    Bf16,
 }
 
 fn main() {
@@ -402,8 +396,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::GoldenCheck { dir, device, amp } => {
             let dir = dir.unwrap_or_else(model::golden::golden_dir);
             match amp {
-                GoldenPrecision::F32 => with_backend!(device, |B, dev| commands::golden::run::<B>(&dev, &dir)),
-                GoldenPrecision::Bf16 => with_backend!(device, |B, dev| commands::golden::run_bf16::<B>(&dev, &dir)),
+                trainer::config::Precision::F32 => {
+                    with_backend!(device, |B, dev| commands::golden::run::<B>(&dev, &dir))
+                }
+                trainer::config::Precision::Bf16 => {
+                    with_backend!(device, |B, dev| commands::golden::run_bf16::<B>(&dev, &dir))
+                }
             }
         }
         Command::CollectiveCheck { device, elems, rounds, timeout_s } => {
