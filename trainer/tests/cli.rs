@@ -9,10 +9,10 @@ fn trainer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
 }
 
+mod common;
+
 fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("maxxvit-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("cli", name)
 }
 
 #[test]

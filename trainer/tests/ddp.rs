@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use model::golden::read_tensors;
 use trainer::config::RunConfig;
 
+mod common;
+
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    common::repo()
 }
 
 fn exe() -> &'static str {
@@ -21,10 +23,7 @@ fn exe() -> &'static str {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("maxxvit-ddp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("ddp", name)
 }
 
 fn free_port() -> u16 {
@@ -34,16 +33,7 @@ fn free_port() -> u16 {
 /// Fashion-MNIST, 2,000 train + 2,000 val images, prepared once per test binary.
 fn data_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let src = data::fashion_mnist::default_dir();
-        assert!(
-            src.join("train-images-idx3-ubyte.gz").is_file(),
-            "Fashion-MNIST missing: apt-get install dataset-fashion-mnist"
-        );
-        let out = scratch("fmnist");
-        data::fashion_mnist::prepare(&src, &out, 1000, Some(2000)).unwrap();
-        out
-    })
+    ROOT.get_or_init(|| common::prepare_fashion_mnist(scratch("fmnist"), 2000))
 }
 
 /// configs/smoke.toml on the test data, with `sets` on top, written to `<out>/<name>.toml`.

@@ -14,6 +14,8 @@ use trainer::train::{Outcome, Resume};
 
 /// Burn's CPU backend has one process-wide RNG, reseeded by every training step; runs in
 /// parallel test threads would interleave their draws, so in-process runs take turns.
+mod common;
+
 fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -29,29 +31,17 @@ fn run<B: burn::tensor::backend::Backend>(
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    common::repo()
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("maxxvit-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("train", name)
 }
 
 /// Fashion-MNIST, 4,000 train + 4,000 val images, prepared once per test binary.
 fn data_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let src = data::fashion_mnist::default_dir();
-        assert!(
-            src.join("train-images-idx3-ubyte.gz").is_file(),
-            "Fashion-MNIST missing: apt-get install dataset-fashion-mnist"
-        );
-        let out = scratch("fmnist");
-        data::fashion_mnist::prepare(&src, &out, 1000, Some(4000)).unwrap();
-        out
-    })
+    ROOT.get_or_init(|| common::prepare_fashion_mnist(scratch("fmnist"), 4000))
 }
 
 /// configs/smoke.toml with the test's data and output directories and `sets` on top.
