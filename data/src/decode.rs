@@ -171,6 +171,8 @@ impl Decoder {
             Some(_) => tj::tjregion { x: x as i32, y: y as i32, w: w as i32, h: h as i32 },
             None => tj::tjregion { x: 0, y: 0, w: 0, h: 0 }, // TJUNCROPPED
         };
+        // The header again (a few µs): the handle may have read another image since `open`, and
+        // the cropping region is checked against the header the handle holds.
         unsafe {
             if tj::tj3DecompressHeader(self.handle, bytes.as_ptr(), bytes.len() as _) != 0
                 || tj::tj3SetCroppingRegion(self.handle, tj_region) != 0
