@@ -47,7 +47,7 @@ def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "../../shared/golden")
+root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "../fixtures/golden")
 for case in sorted(os.listdir(root)):
     path = os.path.join(root, case)
     if not os.path.isfile(os.path.join(path, "model.json")):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine checks, in one call of at most ~8 minutes (BUDGET_S):
-#   (a) every golden case on the CUDA backend in f32 (trainer golden-check), then its train step
-#       under bf16 autocast (golden-check --amp bf16),
+#   (a) every golden case on the CUDA backend in f32 (trainer golden-check), fusion on and off
+#       (--no-fusion), then its train step under bf16 autocast (golden-check --amp bf16),
 #   (b) NCCL all-reduce through our Collective at world size 1 (and across all GPUs if several),
 #   (c) our throughput: maxxvitv2_rmlp_base_rw_224, 224², bf16, train at batch 64 and 128, infer 128,
 #   (d) timm's on the same card: eager AMP bf16 channels_last, then torch.compile if time is left,
@@ -17,7 +17,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${TRAINER_BIN:-$ROOT/target/carry/trainer}
-GOLDEN=${MAXXVIT_GOLDEN_DIR:-$ROOT/../shared/golden}
+GOLDEN=${MAXXVIT_GOLDEN_DIR:-$ROOT/fixtures/golden}
 RESULTS=${OUT:-$ROOT/runs/gpu_check}
 BUDGET_S=${BUDGET_S:-480}
 MODEL=${MODEL:-maxxvitv2_rmlp_base_rw_224}
@@ -62,7 +62,9 @@ run() {
 }
 
 # (a) Parity: CubeCL compiles its kernels at run time, so the first cases also pay for that.
-run golden 200 "$RESULTS/golden.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda
+run golden 150 "$RESULTS/golden.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda
+# The same without the fusion compiler: tells a fusion fault from a kernel fault.
+run golden-no-fusion 100 "$RESULTS/golden_no_fusion.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda --no-fusion
 # bf16 autocast on CUDA (cubecl's bf16 casts and matmuls) within timm's own bf16 spread.
 run golden-bf16 90 "$RESULTS/golden_bf16.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda --amp bf16
 

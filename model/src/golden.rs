@@ -1,4 +1,4 @@
-//! Reader for timm-generated golden fixtures (`shared/golden/README.md`): one directory per case
+//! Reader for timm-generated golden fixtures (`fixtures/golden/README.md`): one directory per case
 //! with `model.json`, `weights.safetensors` and `io.safetensors`. Used by tests in several crates.
 
 use std::collections::HashMap;
@@ -121,19 +121,20 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, IoTensor>, ModelError
     Ok(out)
 }
 
-/// The shared reference directory: `$MAXXVIT_SHARED_DIR`, else `../shared` beside the repository.
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("MAXXVIT_SHARED_DIR") {
+/// The reference data (golden fixtures and timm key lists, `fixtures/README.md`):
+/// `$MAXXVIT_FIXTURES_DIR`, else `fixtures/` in the repository.
+pub fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("MAXXVIT_FIXTURES_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
     }
 }
 
-/// The golden directory: `$MAXXVIT_GOLDEN_DIR`, else `golden/` in [`shared_dir`].
+/// The golden directory: `$MAXXVIT_GOLDEN_DIR`, else `golden/` in [`fixtures_dir`].
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("MAXXVIT_GOLDEN_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => shared_dir().join("golden"),
+        None => fixtures_dir().join("golden"),
     }
 }
 

@@ -3,8 +3,9 @@
 //! One [`MaxxVitConfig`] (timm's `MaxxVitCfg`) drives one generic [`MaxxVit`]; the 58 registered
 //! names are configs in [`registry`]. Outputs, parameter names and shapes equal timm's; weights
 //! load from and save to safetensors in timm's `state_dict()` layout ([`state_dict`]).
-//! The spec these modules follow is `shared/reference/timm_maxxvit_spec.md`; `§` references
-//! in comments point into it.
+//! The spec these modules follow is the project's reference note `timm_maxxvit_spec.md`
+//! (kept beside the repository, in `shared/reference/`); `§` references in comments point
+//! into it.
 
 pub mod autocast;
 pub mod blocks;

@@ -1,6 +1,6 @@
 //! Every golden case (timm-generated) must match: eval outputs, train logits/loss, every gradient
 //! and the updated BatchNorm buffers, within the fixture README's tolerances.
-//! Cases come from `$MAXXVIT_GOLDEN_DIR` (default `../shared/golden`); new cases need no code.
+//! Cases come from `$MAXXVIT_GOLDEN_DIR` (default `fixtures/golden` in the repository); new cases need no code.
 
 use burn::backend::{Autodiff, Flex};
 use model::golden::{case_dirs, golden_dir, GoldenCase};

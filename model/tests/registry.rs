@@ -1,5 +1,5 @@
 //! The registry against timm itself: for all 58 names, the cfg, the pretrained cfgs and the
-//! saved key set, shapes, dtypes and order equal `shared/timm_keys/maxxvit_family.json.gz`
+//! saved key set, shapes, dtypes and order equal `fixtures/timm_keys/maxxvit_family.json.gz`
 //! (built lazily: no weight of the big models is allocated).
 
 use std::io::Read;
@@ -10,7 +10,7 @@ use model::MaxxVit;
 use serde_json::Value;
 
 fn timm_keys() -> serde_json::Map<String, Value> {
-    let path = model::golden::shared_dir().join("timm_keys/maxxvit_family.json.gz");
+    let path = model::golden::fixtures_dir().join("timm_keys/maxxvit_family.json.gz");
     let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut text = String::new();
     flate2::read::GzDecoder::new(file).read_to_string(&mut text).unwrap();

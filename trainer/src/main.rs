@@ -159,7 +159,7 @@ enum Command {
         labels: Option<PathBuf>,
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
-        /// cpu, cuda or cuda:N.
+        /// cpu, wgpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
         /// Image files (JPEG, PNG, WebP), preprocessed with the model's eval transform.
@@ -184,22 +184,26 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 5)]
         steps: usize,
-        /// cpu, cuda or cuda:N.
+        /// cpu, wgpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
     },
-    /// Every timm golden case (default: $MAXXVIT_GOLDEN_DIR or ../shared/golden) on a backend:
+    /// Every timm golden case (default: $MAXXVIT_GOLDEN_DIR or the repository's fixtures/golden) on a backend:
     /// eval outputs, train outputs, gradients and BatchNorm buffers within tolerance.
     GoldenCheck {
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// cpu, cuda or cuda:N.
+        /// cpu, wgpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
         /// f32: every tensor within the fixture tolerances; bf16: the train step under bf16
         /// autocast within timm's own bf16 spread of its f32 step.
         #[arg(long, value_enum, default_value = "f32")]
         amp: trainer::config::Precision,
+        /// The CubeCL backend without its fusion compiler (wgpu or cuda), to tell fusion
+        /// faults from kernel faults.
+        #[arg(long)]
+        no_fusion: bool,
     },
     /// Check and time this job's collective (NCCL on cuda, TCP on cpu), at any world size
     /// (RANK/WORLD_SIZE/MASTER_* as for training; 1 process if unset).
@@ -393,8 +397,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::GoldenCheck { dir, device, amp } => {
+        Command::GoldenCheck { dir, device, amp, no_fusion } => {
             let dir = dir.unwrap_or_else(model::golden::golden_dir);
+            if no_fusion {
+                return golden_check_unfused(device, amp, &dir);
+            }
             match amp {
                 trainer::config::Precision::F32 => {
                     with_backend!(device, |B, dev| commands::golden::run::<B>(&dev, &dir))
@@ -407,6 +414,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::CollectiveCheck { device, elems, rounds, timeout_s } => {
             commands::collective::run(commands::collective::CheckArgs { device, elems, rounds, timeout_s })
         }
+    }
+}
+
+/// `golden-check --no-fusion`: the same check on the bare CubeCL backend.
+fn golden_check_unfused(device: DeviceChoice, amp: trainer::config::Precision, dir: &std::path::Path) -> Result<()> {
+    fn check<B: burn::tensor::backend::Backend>(
+        dev: &B::Device,
+        amp: trainer::config::Precision,
+        dir: &std::path::Path,
+    ) -> Result<()> {
+        match amp {
+            trainer::config::Precision::F32 => commands::golden::run::<B>(dev, dir),
+            trainer::config::Precision::Bf16 => commands::golden::run_bf16::<B>(dev, dir),
+        }
+    }
+    match device {
+        DeviceChoice::Cpu => bail!("--no-fusion: the cpu backend has no fusion compiler; use --device wgpu or cuda"),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => {
+            device::check_wgpu()?;
+            check::<device::WgpuUnfused>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, amp, dir)
+        }
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => {
+            device::check_cuda(i)?;
+            check::<device::CudaUnfused>(&burn::backend::cuda::CudaDevice::new(i), amp, dir)
+        }
+        #[allow(unreachable_patterns)]
+        other => bail!("--device {other:?}: this binary was built without that backend"),
     }
 }
 
@@ -425,10 +461,7 @@ fn train(cfg: trainer::config::RunConfig, resume: Option<trainer::train::Resume>
         let one_visible = visible.is_some_and(|v| !v.trim().is_empty() && !v.contains(','));
         device = DeviceChoice::Cuda(if one_visible { 0 } else { rv.local_rank });
     }
-    let ordinal = match device {
-        DeviceChoice::Cuda(i) => Some(i),
-        DeviceChoice::Cpu => None,
-    };
+    let ordinal = device.cuda_ordinal();
     if let Some(index) = ordinal {
         device::check_cuda(index)?;
     }

@@ -1,5 +1,5 @@
 //! Pretrained cfgs (timm `default_cfgs`) of the 58 registered models, spec §5.2.
-//! Data transcribed from `shared/timm_keys/maxxvit_family.json.gz`; `tests/registry.rs`
+//! Data transcribed from `fixtures/timm_keys/maxxvit_family.json.gz`; `tests/registry.rs`
 //! checks every row against that file.
 
 use super::PretrainedCfg;

@@ -22,7 +22,7 @@ fn value(rank: usize, i: usize) -> f32 {
 }
 
 fn open(rv: &Rendezvous, device: DeviceChoice, timeout: Duration) -> Result<(Box<dyn Collective>, &'static str)> {
-    if cfg!(not(feature = "cuda")) && device != DeviceChoice::Cpu {
+    if cfg!(not(feature = "cuda")) && matches!(device, DeviceChoice::Cuda(_)) {
         bail!("this binary was built without CUDA; rebuild with `--features cuda`");
     }
     if let DeviceChoice::Cuda(i) = device {
@@ -30,7 +30,8 @@ fn open(rv: &Rendezvous, device: DeviceChoice, timeout: Duration) -> Result<(Box
     }
     let tcp = Tcp::connect(rv, "collective-check", timeout)?;
     match device {
-        DeviceChoice::Cpu => Ok((Box::new(tcp), "tcp")),
+        // wgpu has no collective library: its ranks exchange through host memory like the CPU's.
+        DeviceChoice::Cpu | DeviceChoice::Wgpu => Ok((Box::new(tcp), "tcp")),
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(i) => Ok((Box::new(crate::dist::nccl::Nccl::connect(rv, i, tcp)?), "nccl")),
         #[cfg(not(feature = "cuda"))]
