@@ -139,15 +139,25 @@ impl<B: Backend> Linear<B> {
         Self { weight: param([out_f, in_f], w_init, device), bias: bias.then(|| param([out_f], b_init, device)) }
     }
 
+    /// Leading dims are flattened into one, so the matmul is 2-D: a batched `linear` (weight
+    /// broadcast over unit dims) with a bias and an activation after it computes wrong values
+    /// under fusion in training (Burn 0.21, `model/tests/wgpu_ops.rs`, docs/burn_faults.md).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let (in_f, out_f) = (dims[D - 1], self.weight.lazy_shape().dims::<2>()[0]);
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let x = x.reshape([rows, in_f]);
         let bias = self.bias.as_ref().map(|b| b.val());
-        match Cast::for_input(&x) {
+        let y = match Cast::for_input(&x) {
             Some(cast) => {
                 let bias = bias.map(|b| cast.down(b));
                 cast.up(linear(cast.down(x), cast.down(self.weight.val()).transpose(), bias))
             }
             None => linear(x, self.weight.val().transpose(), bias),
-        }
+        };
+        let mut out = dims;
+        out[D - 1] = out_f;
+        y.reshape(out)
     }
 }
 

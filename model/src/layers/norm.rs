@@ -16,10 +16,22 @@ pub fn is_training<B: Backend>(device: &B::Device) -> bool {
     B::ad_enabled(device)
 }
 
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`. In training it is built from `erf`, whose autodiff
+/// derivative is exact: Burn 0.21's default `gelu_backward` (used by every CubeCL backend, CUDA
+/// and wgpu) is the derivative of the *tanh approximation*, ~1e-3 off timm's gradients
+/// (`model/tests/wgpu_ops.rs`, docs/burn_faults.md). Eval keeps Burn's one-kernel `gelu`.
+pub fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if !is_training::<B>(&x.device()) {
+        return gelu(x);
+    }
+    let cdf = x.clone().mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0);
+    (x * cdf).mul_scalar(0.5)
+}
+
 impl ActLayer {
     pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            ActLayer::Gelu => gelu(x),
+            ActLayer::Gelu => gelu_exact(x),
             ActLayer::GeluTanh => gelu_approximate(x),
             ActLayer::Silu | ActLayer::Swish => silu(x),
             ActLayer::Relu => relu(x),

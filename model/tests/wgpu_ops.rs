@@ -1,0 +1,130 @@
+//! One regression test per Burn 0.21 / CubeCL 0.10 fault found on the GPU path (docs/burn_faults.md),
+//! run on Burn's wgpu backend (in CI: Mesa's lavapipe, a Vulkan device on the CPU; `setup.sh`
+//! installs it) with fusion on and off, against the CPU backend (flex):
+//!
+//! - our workaround must agree with flex on every CubeCL backend;
+//! - the faulty Burn composition must still be faulty: when one of these fails, Burn fixed the
+//!   fault and the workaround it names can go.
+//!
+//! The kernels are the ones CUDA runs (same CubeCL kernels and fusion compiler); only the
+//! shader compiler differs.
+
+use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
+use burn::backend::{Autodiff, Flex, Wgpu};
+use burn::module::Param;
+use burn::tensor::activation::{gelu, relu};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use model::golden::rel_l2;
+use model::layers::norm::gelu_exact;
+use model::layers::Linear;
+
+type Fused = Autodiff<Wgpu>;
+type Unfused = Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>;
+type Cpu = Autodiff<Flex>;
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// Deterministic values in [-scale, scale).
+fn data(shape: &[usize], seed: u64, scale: f32) -> TensorData {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+        })
+        .collect();
+    TensorData::new(v, shape.to_vec())
+}
+
+fn wgpu() -> WgpuDevice {
+    WgpuDevice::DefaultDevice
+}
+
+/// One computation, run on any autodiff backend.
+trait Probe {
+    fn run<B: AutodiffBackend>(&self, device: &B::Device) -> Vec<f32>;
+}
+
+/// A probe's result on flex, and its relative error there on fused and on unfused wgpu.
+fn errors(probe: &impl Probe) -> (f64, f64) {
+    let cpu = probe.run::<Cpu>(&Default::default());
+    let fused = probe.run::<Fused>(&wgpu());
+    let unfused = probe.run::<Unfused>(&wgpu());
+    (rel_l2(&fused, &cpu, 0.0), rel_l2(&unfused, &cpu, 0.0))
+}
+
+/// The gradient of `sum(gelu(x)·w)` for x over [-4, 4): ours (`gelu_exact`) or Burn's `gelu`.
+struct GeluGrad {
+    ours: bool,
+}
+
+impl Probe for GeluGrad {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        let x = Tensor::<B, 2>::from_data(data(&[64, 48], 1, 4.0), d).require_grad();
+        let w = Tensor::<B, 2>::from_data(data(&[64, 48], 2, 1.0), d);
+        let y = if self.ours { gelu_exact(x.clone()) } else { gelu(x.clone()) };
+        let grads = (y * w).sum().backward();
+        values(x.grad(&grads).unwrap())
+    }
+}
+
+/// Fault 1: exact GELU's gradient. Burn's default `gelu_backward` is the derivative of the tanh
+/// approximation; burn-cubecl keeps that default (flex overrides it with the exact one).
+#[test]
+fn gelu_gradient_is_exact_on_cubecl_backends() {
+    let (fused, unfused) = errors(&GeluGrad { ours: true });
+    assert!(fused < 1e-6 && unfused < 1e-6, "our exact GELU gradient: fused {fused:.2e}, unfused {unfused:.2e}");
+    let (fused, unfused) = errors(&GeluGrad { ours: false });
+    assert!(
+        fused > 1e-4 && unfused > 1e-4,
+        "Burn's gelu gradient now matches flex (fused {fused:.2e}, unfused {unfused:.2e}): fixed upstream, \
+         model::layers::norm::gelu_exact can use Burn's gelu in training again"
+    );
+}
+
+/// A tracked `x [2, 8, 8, k] · Wᵀ + b`, then an activation, as the transformer MLPs compute it:
+/// our `Linear` (flattened to 2-D) or Burn's batched `linear` on the transposed weight view.
+struct LinearAct {
+    k: usize,
+    ours: bool,
+    gelu: bool,
+}
+
+impl Probe for LinearAct {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        let (k, n) = (self.k, 96);
+        let x = Tensor::<B, 4>::from_data(data(&[2, 8, 8, k], 3, 1.0), d).require_grad();
+        let w = Tensor::<B, 2>::from_data(data(&[n, k], 4, 0.3), d).require_grad();
+        let b = Tensor::<B, 1>::from_data(data(&[n], 5, 0.1), d).require_grad();
+        let y = if self.ours {
+            Linear { weight: Param::from_tensor(w), bias: Some(Param::from_tensor(b)) }.forward(x)
+        } else {
+            burn::tensor::module::linear(x, w.transpose(), Some(b))
+        };
+        values(if self.gelu { gelu(y) } else { relu(y) })
+    }
+}
+
+/// Fault 2: in training (tracked inputs), a rank-4 `linear` on a transposed weight view with a
+/// bias and an activation after it is computed wrongly by the fused matmul for in-features 24
+/// and 40 (not 16 or 32): relative error ~0.5. Fusion off is exact.
+#[test]
+fn linear_with_bias_and_activation_in_training_matches_flex() {
+    for k in [16, 24, 40] {
+        for gelu in [false, true] {
+            let (fused, unfused) = errors(&LinearAct { k, ours: true, gelu });
+            assert!(fused < 1e-6 && unfused < 1e-6, "our Linear k={k} gelu={gelu}: fused {fused:.2e}, unfused {unfused:.2e}");
+        }
+    }
+    let (fused, unfused) = errors(&LinearAct { k: 24, ours: false, gelu: false });
+    assert!(unfused < 1e-6, "unfused batched linear: {unfused:.2e}");
+    assert!(
+        fused > 1e-2,
+        "Burn's fused batched linear + bias + relu now matches flex ({fused:.2e}): fixed upstream, \
+         model::layers::Linear::forward need not flatten to 2-D"
+    );
+}
