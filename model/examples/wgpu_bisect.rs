@@ -10,10 +10,10 @@ use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use model::golden::{rel_l2, GoldenCase};
 use model::blocks::attention::{AttentionCl, Partition};
 use model::blocks::transformer::ParallelPartitionAttention;
 use model::blocks::Block;
+use model::golden::{rel_l2, GoldenCase};
 use model::{load_safetensors, LoadMode, MaxxVit};
 
 fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -30,7 +30,14 @@ fn load<B: Backend>(case: &GoldenCase, device: &B::Device) -> MaxxVit<B> {
 }
 
 /// Per-block outputs given the same inputs; `train` uses the autodiff models (batch statistics).
-fn blocks<R: Backend, W: Backend>(case: &GoldenCase, input: &[f32], shape: [usize; 4], rd: &R::Device, wd: &W::Device, tag: &str) {
+fn blocks<R: Backend, W: Backend>(
+    case: &GoldenCase,
+    input: &[f32],
+    shape: [usize; 4],
+    rd: &R::Device,
+    wd: &W::Device,
+    tag: &str,
+) {
     let (r, w) = (load::<R>(case, rd), load::<W>(case, wd));
     let x = to::<R>(input, shape, rd);
     let ry = r.stem.forward(x);
@@ -46,7 +53,14 @@ fn blocks<R: Backend, W: Backend>(case: &GoldenCase, input: &[f32], shape: [usiz
             let wy = w.stages[i].blocks[j].forward(to::<W>(&xin, dims, wd));
             let (rv, wv) = (values(ry.clone()), values(wy));
             println!("{tag} stages.{i}.blocks.{j} {:?} -> {:?}: {:.2e}", dims, ry.dims(), rel_l2(&wv, &rv, 0.0));
-            parts(&r.stages[i].blocks[j], &w.stages[i].blocks[j], &xin, dims, wd, &format!("{tag}   stages.{i}.blocks.{j}"));
+            parts(
+                &r.stages[i].blocks[j],
+                &w.stages[i].blocks[j],
+                &xin,
+                dims,
+                wd,
+                &format!("{tag}   stages.{i}.blocks.{j}"),
+            );
             x = ry;
         }
     }
@@ -82,7 +96,11 @@ fn parts<R: Backend, W: Backend>(r: &Block<R>, w: &Block<W>, xin: &[f32], dims: 
             }
             for stop in 0..0 {
                 let a = attention_chain(&r.attn.attn_block, tr.clone(), stop);
-                let b = attention_chain(&w.attn.attn_block, Tensor::<W, 3>::from_data(TensorData::new(tv.clone(), td), wd), stop);
+                let b = attention_chain(
+                    &w.attn.attn_block,
+                    Tensor::<W, 3>::from_data(TensorData::new(tv.clone(), td), wd),
+                    stop,
+                );
                 println!("{tag}.attn_block step {stop} {:?}: {:.2e}", a.dims(), rel_l2(&values(b), &values(a), 0.0));
             }
         }
@@ -195,14 +213,30 @@ fn parallel_chain<B: Backend>(p: &ParallelPartitionAttention<B>, x: Tensor<B, 4>
     (x + y).flatten::<1>(0, 3)
 }
 
-fn grads<R: AutodiffBackend, W: AutodiffBackend>(case: &GoldenCase, input: &[f32], shape: [usize; 4], target: &[i64], rd: &R::Device, wd: &W::Device) {
-    fn run<B: AutodiffBackend>(m: &MaxxVit<B>, input: &[f32], shape: [usize; 4], target: &[i64], d: &B::Device) -> Vec<(String, Vec<f32>)> {
+fn grads<R: AutodiffBackend, W: AutodiffBackend>(
+    case: &GoldenCase,
+    input: &[f32],
+    shape: [usize; 4],
+    target: &[i64],
+    rd: &R::Device,
+    wd: &W::Device,
+) {
+    fn run<B: AutodiffBackend>(
+        m: &MaxxVit<B>,
+        input: &[f32],
+        shape: [usize; 4],
+        target: &[i64],
+        d: &B::Device,
+    ) -> Vec<(String, Vec<f32>)> {
         let n = target.len();
         let logits = m.forward(to::<B>(input, shape, d));
         let t = Tensor::<B, 1, Int>::from_data(TensorData::new(target.to_vec(), [n]), d);
         let loss = log_softmax(logits, 1).gather(1, t.reshape([n, 1])).mean().neg();
         let g = loss.backward();
-        m.gradients_by_key(&g).into_iter().map(|(k, s, v)| (k, v.unwrap_or_else(|| vec![0.0; s.iter().product()]))).collect()
+        m.gradients_by_key(&g)
+            .into_iter()
+            .map(|(k, s, v)| (k, v.unwrap_or_else(|| vec![0.0; s.iter().product()])))
+            .collect()
     }
     let (r, w) = (load::<R>(case, rd), load::<W>(case, wd));
     let rg = run(&r, input, shape, target, rd);

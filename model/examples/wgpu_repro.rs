@@ -61,10 +61,19 @@ fn run<B: Backend>(d: &B::Device, s: [usize; 4], n: usize, v: u32) -> f64 {
 fn main() {
     let wd = WgpuDevice::DefaultDevice;
     for v in [29, 29 + 32, 31 + 32, 29 + 64, 31 + 64] {
-        for (s, n) in [([2, 8, 8, 24], 96), ([2, 8, 8, 24], 32), ([2, 8, 8, 16], 96), ([2, 8, 8, 40], 96), ([1, 8, 8, 24], 96), ([2, 8, 8, 32], 96), ([2, 1, 64, 24], 96)] {
+        for (s, n) in [
+            ([2, 8, 8, 24], 96),
+            ([2, 8, 8, 24], 32),
+            ([2, 8, 8, 16], 96),
+            ([2, 8, 8, 40], 96),
+            ([1, 8, 8, 24], 96),
+            ([2, 8, 8, 32], 96),
+            ([2, 1, 64, 24], 96),
+        ] {
             let f = 0.0;
             let fa = run::<Autodiff<Wgpu>>(&wd, s, n, v);
-            let u = if v & 16 != 0 { run::<Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>>(&wd, s, n, v) } else { 0.0 };
+            let u =
+                if v & 16 != 0 { run::<Autodiff<CubeBackend<WgpuRuntime, f32, i32, u32>>>(&wd, s, n, v) } else { 0.0 };
             println!("v{v:2} {s:?} n{n}: fused {f:.2e} fused+autodiff {fa:.2e} unfused {u:.2e}");
         }
     }

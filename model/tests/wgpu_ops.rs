@@ -117,7 +117,10 @@ fn linear_with_bias_and_activation_in_training_matches_flex() {
     for k in [16, 24, 40] {
         for gelu in [false, true] {
             let (fused, unfused) = errors(&LinearAct { k, ours: true, gelu });
-            assert!(fused < 1e-6 && unfused < 1e-6, "our Linear k={k} gelu={gelu}: fused {fused:.2e}, unfused {unfused:.2e}");
+            assert!(
+                fused < 1e-6 && unfused < 1e-6,
+                "our Linear k={k} gelu={gelu}: fused {fused:.2e}, unfused {unfused:.2e}"
+            );
         }
     }
     let (fused, unfused) = errors(&LinearAct { k: 24, ours: false, gelu: false });
@@ -127,4 +130,62 @@ fn linear_with_bias_and_activation_in_training_matches_flex() {
         "Burn's fused batched linear + bias + relu now matches flex ({fused:.2e}): fixed upstream, \
          model::layers::Linear::forward need not flatten to 2-D"
     );
+}
+
+/// A depthwise conv (weight `[C·m, 1, k, k]`, groups C) and the gradients of a weighted sum of its
+/// output, through our op (`layers::depthwise`) or Burn's `conv2d`.
+struct Depthwise {
+    channels: usize,
+    multiplier: usize,
+    kernel: usize,
+    stride: usize,
+    size: usize,
+    ours: bool,
+}
+
+impl Probe for Depthwise {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use burn::tensor::ops::ConvOptions;
+        model::layers::depthwise::register::<B::InnerBackend>();
+        let (c, co, k, s) = (self.channels, self.channels * self.multiplier, self.kernel, self.stride);
+        let x = Tensor::<B, 4>::from_data(data(&[2, c, self.size, self.size], 6, 1.0), d).require_grad();
+        let w = Tensor::<B, 4>::from_data(data(&[co, 1, k, k], 7, 0.5), d).require_grad();
+        let b = Tensor::<B, 1>::from_data(data(&[co], 8, 0.1), d).require_grad();
+        let pad = ((s - 1) + (k - 1)) / 2;
+        let options = ConvOptions::new([s, s], [pad, pad], [1, 1], c);
+        let y = if self.ours {
+            model::layers::depthwise::depthwise_conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+        } else {
+            burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+        };
+        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 9, 1.0), d);
+        let grads = (y.clone() * probe).sum().backward();
+        let mut out = values(y.inner());
+        for g in [values(x.grad(&grads).unwrap()), values(w.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())] {
+            out.extend(g);
+        }
+        out
+    }
+}
+
+/// Our depthwise op (a weight gradient in constant launches, not Burn's loop over channels) equals
+/// Burn's conv2d on flex, and flex on fused and unfused wgpu, for the family's depthwise convs:
+/// MBConv 3x3 and ConvNeXt 7x7, strides 1 and 2, channel multiplier 1 and 2, odd and even sizes.
+#[test]
+fn depthwise_conv_matches_burns_conv2d_and_flex() {
+    for (channels, multiplier, kernel, stride, size) in
+        [(16, 1, 3, 1, 8), (16, 1, 3, 2, 8), (12, 1, 7, 1, 9), (8, 2, 7, 2, 8), (24, 1, 7, 2, 7)]
+    {
+        let ours = Depthwise { channels, multiplier, kernel, stride, size, ours: true };
+        let burns = Depthwise { ours: false, ..ours };
+        let cpu_ours = ours.run::<Cpu>(&Default::default());
+        let cpu_burns = burns.run::<Cpu>(&Default::default());
+        let vs_burn = rel_l2(&cpu_ours, &cpu_burns, 0.0);
+        assert!(
+            vs_burn < 1e-6,
+            "{channels}x{multiplier} k{kernel} s{stride} {size}px: ours vs Burn's on flex {vs_burn:.2e}"
+        );
+        let (fused, unfused) = errors(&ours);
+        assert!(fused < 1e-6 && unfused < 1e-6, "k{kernel} s{stride}: fused {fused:.2e}, unfused {unfused:.2e}");
+    }
 }

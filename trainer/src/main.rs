@@ -187,6 +187,13 @@ enum Command {
         /// cpu, wgpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
+        /// Instead of timing: the kernels one training step launches, by kind, for forward +
+        /// loss + backward and for optimizer + EMA (wgpu or cuda; CubeCL's kernel log).
+        #[arg(long)]
+        census: bool,
+        /// Where the census keeps CubeCL's kernel log (default: a file in the temp dir).
+        #[arg(long, requires = "census")]
+        census_log: Option<PathBuf>,
     },
     /// Every timm golden case (default: $MAXXVIT_GOLDEN_DIR or the repository's fixtures/golden) on a backend:
     /// eval outputs, train outputs, gradients and BatchNorm buffers within tolerance.
@@ -382,7 +389,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Bench { images, img_size, aa, eval, rounds }) => {
             commands::data::bench(commands::data::BenchArgs { images, img_size, auto_augment: aa, eval, rounds })
         }
-        Command::Benchmark { select, batch_size, mode, amp, warmup, steps, device } => {
+        Command::Benchmark { census: true, select, batch_size, warmup, device, census_log, .. } => {
+            let log = census_log
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("maxxvit-census-{}.log", std::process::id())));
+            commands::census::enable_kernel_log(&log)?;
+            let args = commands::census::CensusArgs { spec: select.resolve()?, batch_size, warmup, log };
+            with_backend!(device, |B, dev| commands::census::run::<B>(&dev, args))
+        }
+        Command::Benchmark { select, batch_size, mode, amp, warmup, steps, device, .. } => {
             use commands::benchmark::{run, BenchArgs, Precision};
             let args = BenchArgs { spec: select.resolve()?, batch_size, mode, precision: amp, warmup, steps };
             match (amp, device) {

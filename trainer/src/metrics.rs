@@ -1,4 +1,5 @@
-//! Validation metrics and the run's `summary.csv` (timm's columns).
+//! Validation metrics, the run's `summary.csv` (timm's columns, one row per epoch) and
+//! `metrics.csv` (one row per log interval: the per-step curves).
 
 use std::io::Write;
 use std::path::Path;
@@ -78,5 +79,68 @@ pub fn append_summary(path: &Path, epoch: u64, train_loss: f64, eval: Option<Met
     let (l, t1, t5) = eval.map_or((f64::NAN, f64::NAN, f64::NAN), |m| (m.loss, m.top1, m.top5));
     writeln!(f, "{epoch},{train_loss:.6},{l:.6},{t1:.4},{t5:.4},{lr:.8}")?;
     f.sync_all()?;
+    Ok(())
+}
+
+/// The per-step metrics file beside `summary.csv`.
+pub const STEP_FILE: &str = "metrics.csv";
+const STEP_HEADER: &str = "step,epoch,train_loss,lr,img_per_s";
+
+/// One `metrics.csv` row: the mean training loss since the previous row, at optimizer update
+/// `step` (1-based), the learning rate of that update and the images/s of all ranks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepRow {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub img_per_s: f64,
+}
+
+pub fn append_step(path: &Path, row: &StepRow) -> Result<()> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if new {
+        writeln!(f, "{STEP_HEADER}")?;
+    }
+    writeln!(f, "{},{},{:.6},{:.8},{:.1}", row.step, row.epoch, row.loss, row.lr, row.img_per_s)?;
+    Ok(())
+}
+
+/// Every row of `metrics.csv` (none if the file is absent); a malformed row is an error naming
+/// the file and line.
+pub fn read_steps(path: &Path) -> Result<Vec<StepRow>> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(vec![]) };
+    let mut rows = vec![];
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let parse = |j: usize| -> Result<f64> {
+            f.get(j)
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| anyhow::anyhow!("{} line {}: malformed row '{line}'", path.display(), i + 1))
+        };
+        rows.push(StepRow {
+            step: parse(0)? as u64,
+            epoch: parse(1)? as u64,
+            loss: parse(2)?,
+            lr: parse(3)?,
+            img_per_s: parse(4)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// On resume from update `step`: drop the rows a killed run logged after it, so the curve
+/// has each step once.
+pub fn truncate_steps(path: &Path, step: u64) -> Result<()> {
+    let rows = read_steps(path)?;
+    if rows.iter().all(|r| r.step <= step) {
+        return Ok(());
+    }
+    let mut text = format!("{STEP_HEADER}\n");
+    for r in rows.iter().filter(|r| r.step <= step) {
+        text += &format!("{},{},{:.6},{:.8},{:.1}\n", r.step, r.epoch, r.loss, r.lr, r.img_per_s);
+    }
+    model::state_dict::write_atomic(path, text.as_bytes())?;
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! The training loop (`trainer train` / `finetune`): one process, one device; the
-//! data-parallel layer is issue 5.
+//! The training loop (`trainer train` / `finetune`), split as torchtitan splits its trainer:
+//! setup ([`Trainer::setup`]), the micro-step ([`Trainer::micro_step`]), the optimizer update
+//! ([`Trainer::update`]), logging, validation and checkpoints. One process drives one device;
+//! other ranks are reached only through the [`Collective`].
 //!
 //! Exact resume: everything random is a pure function of `(seed, epoch, sample)` or
 //! `(seed, step)` — the data order and augmentation (see `data`), mixup, and the backend RNG
@@ -7,7 +9,7 @@
 //! the EMA, the optimizer moments and the loader position. So N steps, a kill and a resume
 //! give the weights of an uninterrupted run, bit for bit on the CPU backend.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -28,8 +30,9 @@ use crate::dist::ddp::{all_reduce_grads, broadcast_state};
 use crate::dist::{Collective, Single};
 use crate::ema::Ema;
 use crate::metrics::{append_summary, finish, soft_cross_entropy, validate_sums};
-use crate::optim::{gather_grads, CosineSchedule, Optimizer};
-use crate::setup;
+use crate::model_spec::ModelSpec;
+use crate::optim::{gather_grads, CosineSchedule, KeyedGrads, Optimizer};
+use crate::setup::{self, Loaders};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
@@ -79,27 +82,434 @@ pub fn run_with<B: Backend>(
     resume: Option<Resume>,
     coll: &mut dyn Collective,
 ) -> Result<Outcome> {
-    type Ad<B> = Autodiff<B>;
-    let (rank, world, main) = (coll.rank(), coll.world(), coll.is_main());
-    let run_dir = cfg.run_dir();
-    let ckpt_dir = run_dir.join("checkpoints");
-    let spec = setup::model_spec(&cfg)?;
-    let loaders = setup::loaders(&cfg, &spec, rank, world)?;
-    let global_batch = cfg.per_rank_batch(world)? * world;
     // Train and validation forwards on this thread run under the configured precision, as
     // timm's train and validate both run inside `amp_autocast`.
     let _autocast = model::autocast::autocast(cfg.training.precision.autocast_dtype());
+    model::layers::depthwise::register::<B>();
+    let mut t = Trainer::<B>::setup(device, cfg, resume, coll)?;
+    while t.epoch < t.total_epochs && t.global_step < t.max_steps {
+        t.train_epoch(coll)?;
+    }
+    t.finish()
+}
 
-    // Where to start: a checkpoint of this run, or fresh (optionally from init weights).
-    let start = match &resume {
-        Some(Resume::Auto) => checkpoint::newest_good(&ckpt_dir),
+type Ad<B> = Autodiff<B>;
+
+/// Everything one rank's run holds: setup fills it, the epoch loop advances it.
+struct Trainer<'d, B: Backend> {
+    device: &'d B::Device,
+    cfg: RunConfig,
+    spec: ModelSpec,
+    loaders: Loaders,
+    model: MaxxVit<Ad<B>>,
+    opt: Optimizer<Ad<B>>,
+    ema: Option<Ema<Ad<B>>>,
+    sched: CosineSchedule,
+    mixup: MixupConfig,
+    /// Trainable parameters (key, element count) in model order, for the gradient buckets.
+    params: Vec<(String, usize)>,
+    sync_buffers: bool,
+    rank: usize,
+    world: usize,
+    main: bool,
+    global_batch: usize,
+    micro_per_epoch: usize,
+    total_epochs: u64,
+    max_steps: u64,
+    epoch: u64,
+    batch_in_epoch: usize,
+    global_step: u64,
+    losses: LossWindow<B>,
+    outcome: Outcome,
+}
+
+/// Training loss summed on the device (loss·samples), read at the log interval and at the end
+/// of an epoch: the micro-step never waits for the device.
+struct LossWindow<B: Backend> {
+    window: Option<Tensor<B, 1>>,
+    window_samples: usize,
+    epoch_sum: f64,
+    epoch_samples: usize,
+    images_since_log: usize,
+    since: Instant,
+}
+
+impl<B: Backend> LossWindow<B> {
+    fn new() -> Self {
+        Self {
+            window: None,
+            window_samples: 0,
+            epoch_sum: 0.0,
+            epoch_samples: 0,
+            images_since_log: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, loss: Tensor<B, 1>, samples: usize) {
+        let weighted = loss.mul_scalar(samples as f64);
+        self.window = Some(match self.window.take() {
+            Some(sum) => sum + weighted,
+            None => weighted,
+        });
+        self.window_samples += samples;
+        self.images_since_log += samples;
+    }
+
+    /// Mean loss of the window (one device read), folded into the epoch's sum.
+    fn flush(&mut self) -> Option<f64> {
+        let sum: f64 = self.window.take()?.into_scalar().elem();
+        let n = std::mem::take(&mut self.window_samples);
+        self.epoch_sum += sum;
+        self.epoch_samples += n;
+        Some(sum / n.max(1) as f64)
+    }
+
+    /// Images per second since the last call.
+    fn rate(&mut self) -> f64 {
+        let rate = self.images_since_log as f64 / self.since.elapsed().as_secs_f64().max(1e-9);
+        (self.images_since_log, self.since) = (0, Instant::now());
+        rate
+    }
+
+    /// Mean loss of the epoch so far (a device read; for mid-epoch checkpoints).
+    fn epoch_mean_so_far(&mut self) -> f64 {
+        self.flush();
+        self.epoch_sum / self.epoch_samples.max(1) as f64
+    }
+
+    /// `[loss sum, samples]` of the epoch so far, for the all-reduce; resets the epoch.
+    fn take_epoch(&mut self) -> [f64; 2] {
+        self.flush();
+        let out = [self.epoch_sum, self.epoch_samples as f64];
+        (self.epoch_sum, self.epoch_samples) = (0.0, 0);
+        out
+    }
+}
+
+impl<'d, B: Backend> Trainer<'d, B> {
+    /// Model, optimizer, EMA and loaders; resumed from a checkpoint or initial weights; rank 0's
+    /// state on every rank.
+    fn setup(device: &'d B::Device, cfg: RunConfig, resume: Option<Resume>, coll: &mut dyn Collective) -> Result<Self> {
+        let (rank, world, main) = (coll.rank(), coll.world(), coll.is_main());
+        let run_dir = cfg.run_dir();
+        let ckpt_dir = run_dir.join("checkpoints");
+        let spec = setup::model_spec(&cfg)?;
+        let loaders = setup::loaders(&cfg, &spec, rank, world)?;
+        let global_batch = cfg.per_rank_batch(world)? * world;
+        let start = resume_point(&cfg, &resume, &ckpt_dir, global_batch, world)?;
+        if main {
+            std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+            model::state_dict::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        }
+
+        <Ad<B> as Backend>::seed(device, splitmix64(cfg.training.seed ^ 0x1417));
+        let mut model = MaxxVit::<Ad<B>>::new(&spec.cfg, &spec.args, device)?;
+        let _ = model.num_params(); // materialise the lazy init now, from the init seed
+        let mut opt = Optimizer::<Ad<B>>::new(cfg.optimizer.clone(), spec.cfg.embed_dim.len());
+        let (mut epoch, mut batch_in_epoch, mut global_step) = (0u64, 0usize, 0u64);
+        if let Some((ckpt, state)) = &start {
+            model = load_safetensors(model, &ckpt.join("model.safetensors"), LoadMode::Strict)?.0;
+            checkpoint::load_optimizer(ckpt, &mut opt, device)?;
+            (epoch, batch_in_epoch, global_step) = (state.epoch, state.batches_in_epoch, state.global_step);
+            tracing::info!(checkpoint = %ckpt.display(), global_step, epoch, "resumed");
+        } else if let Some(init) = &cfg.model.init {
+            model = setup::load_init(model, init)?;
+        }
+        model = broadcast_state(model, coll, false)?;
+        ensure_same_start(coll, [global_step, epoch, batch_in_epoch as u64])?;
+        let params = model
+            .state_dict_keys()
+            .into_iter()
+            .filter(|k| k.kind == EntryKind::Parameter)
+            .map(|k| (k.key, k.shape.iter().product()))
+            .collect();
+        let mut ema = cfg.training.ema.then(|| Ema::new(&model, cfg.training.ema_decay, cfg.training.ema_warmup));
+        if let (Some(ema), Some((ckpt, _))) = (&mut ema, &start) {
+            let file = ckpt.join("ema.safetensors");
+            if file.is_file() {
+                ema.model = load_safetensors(ema.model.clone(), &file, LoadMode::Strict)?.0;
+            }
+        }
+        if main {
+            crate::metrics::truncate_steps(&run_dir.join(crate::metrics::STEP_FILE), global_step)?;
+        }
+
+        let micro_per_epoch = loaders.train.steps_per_epoch().context("training data has no known length")?;
+        if micro_per_epoch == 0 {
+            bail!("the training set is smaller than one global batch ({global_batch} samples)");
+        }
+        let updates_per_epoch = micro_per_epoch.div_ceil(cfg.training.grad_accum_steps) as u64;
+        let a = &cfg.augmentation;
+        let mixup = MixupConfig {
+            mixup_alpha: a.mixup,
+            cutmix_alpha: a.cutmix,
+            cutmix_minmax: None,
+            prob: a.mixup_prob,
+            switch_prob: a.mixup_switch_prob,
+            label_smoothing: a.label_smoothing,
+        };
+        Ok(Self {
+            device,
+            sched: CosineSchedule::new(cfg.optimizer.lr, &cfg.schedule, updates_per_epoch),
+            total_epochs: (cfg.schedule.epochs + cfg.schedule.cooldown_epochs) as u64,
+            max_steps: if cfg.training.max_steps > 0 { cfg.training.max_steps as u64 } else { u64::MAX },
+            sync_buffers: world > 1 && model.has_batch_norm(),
+            outcome: Outcome { global_step, metrics: None, last_checkpoint: None },
+            losses: LossWindow::new(),
+            cfg,
+            spec,
+            loaders,
+            model,
+            opt,
+            ema,
+            mixup,
+            params,
+            rank,
+            world,
+            main,
+            global_batch,
+            micro_per_epoch,
+            epoch,
+            batch_in_epoch,
+            global_step,
+        })
+    }
+
+    /// One pass over the rest of the current epoch (or up to `max_steps`), then validation,
+    /// `summary.csv` and the epoch's checkpoint.
+    fn train_epoch(&mut self, coll: &mut dyn Collective) -> Result<()> {
+        let bar = progress_bar(&self.cfg, self.main, self.micro_per_epoch as u64, self.epoch, self.total_epochs);
+        bar.set_position(self.batch_in_epoch as u64);
+        let accum = self.cfg.training.grad_accum_steps;
+        let mut acc = GradientsAccumulator::<MaxxVit<Ad<B>>>::new();
+        let (mut in_group, mut contributed) = (0usize, false);
+        for batch in self.loaders.train.epoch(self.epoch, self.batch_in_epoch) {
+            let batch = batch?;
+            // Micro-batches of the last update of an epoch may be fewer than `accum`.
+            let group_size = accum.min(self.micro_per_epoch - (self.batch_in_epoch / accum) * accum);
+            if !batch.labels.is_empty() {
+                let grads = self.micro_step(batch, group_size);
+                acc.accumulate(&self.model, grads);
+                contributed = true;
+            }
+            if self.sync_buffers {
+                self.model = broadcast_state(self.model.clone(), coll, true)?;
+            }
+            self.batch_in_epoch += 1;
+            in_group += 1;
+            bar.inc(1);
+            if in_group < group_size {
+                continue;
+            }
+            in_group = 0;
+            let grads = gather_grads(&self.model, &acc.grads());
+            let Some(lr) = self.update(grads, std::mem::take(&mut contributed), coll)? else { continue };
+            self.log_step(lr, &bar)?;
+            let end_of_epoch = self.batch_in_epoch >= self.micro_per_epoch;
+            let every = self.cfg.checkpoint.every_steps as u64;
+            if self.global_step >= self.max_steps || (!end_of_epoch && every > 0 && self.global_step % every == 0) {
+                let train_loss = self.losses.epoch_mean_so_far();
+                self.checkpoint(lr, train_loss, None)?;
+            }
+            if self.global_step >= self.max_steps {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        self.end_epoch(coll)
+    }
+
+    /// Forward, loss and backward of one micro-batch; the loss stays on the device.
+    fn micro_step(&mut self, mut batch: data::loader::Batch, group_size: usize) -> GradientsParams {
+        let (device, b, seed) = (self.device, batch.labels.len(), self.cfg.training.seed);
+        let micro_index = self.epoch * self.micro_per_epoch as u64 + self.batch_in_epoch as u64;
+        // Each rank draws its own dropout / drop-path masks (timm seeds seed + rank).
+        let rank_salt = (self.rank as u64).wrapping_mul(0x9E37_79B9);
+        <Ad<B> as Backend>::seed(device, splitmix64(seed ^ splitmix64(micro_index) ^ rank_salt));
+        let num_classes = self.loaders.num_classes;
+        let targets = if self.mixup.enabled() {
+            let mut rng = Rng::for_sample(seed, self.epoch, batch.step as u64, 2);
+            mix_batch(&self.mixup, &mut batch.f32, batch.shape, &batch.labels, num_classes, &mut rng)
+        } else {
+            smoothed_targets(&batch.labels, num_classes, self.mixup.label_smoothing)
+        };
+        let x = Tensor::<Ad<B>, 4>::from_data(TensorData::new(batch.f32, batch.shape), device);
+        let y = Tensor::<Ad<B>, 2>::from_data(TensorData::new(targets, [b, num_classes]), device);
+        let loss = soft_cross_entropy(self.model.forward(x), y);
+        self.losses.add(loss.clone().detach().inner(), b);
+        GradientsParams::from_grads(loss.div_scalar(group_size as f64).backward(), &self.model)
+    }
+
+    /// One optimizer update: the gradient mean over ranks, the NaN guard and clipping on the
+    /// global norm (the one device read of an update), AdamW/LAMB, EMA. `None`: no rank had a
+    /// readable sample in this group, nothing was updated.
+    fn update(
+        &mut self,
+        mut grads: KeyedGrads<B>,
+        contributed: bool,
+        coll: &mut dyn Collective,
+    ) -> Result<Option<f64>> {
+        if all_reduce_grads(&mut grads, &self.params, contributed, self.device, coll)? == 0 {
+            return Ok(None);
+        }
+        let norm = grads.global_norm();
+        if !norm.is_finite() {
+            bail!(
+                "gradient norm is {norm} at epoch {}, update {}: the loss or the weights are no longer finite; stopping before anything is saved (last good checkpoint: {})",
+                self.epoch,
+                self.global_step,
+                checkpoint::list(&self.cfg.run_dir().join("checkpoints"))
+                    .first()
+                    .map_or("none".into(), |p| p.display().to_string())
+            );
+        }
+        let clip = self.cfg.optimizer.clip_grad;
+        if clip > 0.0 && clip / (norm + 1e-6) < 1.0 {
+            grads.scale(clip / (norm + 1e-6));
+        }
+        let lr = self.sched.lr(self.global_step);
+        self.model = self.opt.step(self.model.clone(), &grads, lr);
+        self.global_step += 1;
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model, self.global_step);
+        }
+        Ok(Some(lr))
+    }
+
+    /// At the log interval: the loss read from the device, `metrics.csv`, train.log, the bar.
+    fn log_step(&mut self, lr: f64, bar: &ProgressBar) -> Result<()> {
+        let every = self.cfg.logging.log_interval as u64;
+        if every == 0 || self.global_step % every != 0 {
+            return Ok(());
+        }
+        let Some(loss) = self.losses.flush() else { return Ok(()) };
+        if !loss.is_finite() {
+            bail!(
+                "loss is {loss} at epoch {}, update {}: stopping before anything is saved",
+                self.epoch,
+                self.global_step
+            );
+        }
+        let rate = self.losses.rate() * self.world as f64;
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {rate:.1} img/s"));
+        tracing::info!(epoch = self.epoch, step = self.global_step, loss, lr, img_per_s = rate, "train");
+        if self.main {
+            let row = crate::metrics::StepRow { step: self.global_step, epoch: self.epoch, loss, lr, img_per_s: rate };
+            crate::metrics::append_step(&self.cfg.run_dir().join(crate::metrics::STEP_FILE), &row)?;
+        }
+        Ok(())
+    }
+
+    /// Validation at the configured epochs (and when stopping at `max_steps`), then
+    /// `summary.csv`, the curves and the epoch's checkpoint.
+    fn end_epoch(&mut self, coll: &mut dyn Collective) -> Result<()> {
+        let epoch_done = self.batch_in_epoch >= self.micro_per_epoch;
+        let mut l = self.losses.take_epoch();
+        coll.all_reduce_sum_f64(&mut l, "epoch loss")?;
+        let train_loss = l[0] / l[1].max(1.0);
+        let lr = self.sched.lr(self.global_step.saturating_sub(1));
+        let interval = self.cfg.training.val_interval as u64;
+        let validate_now =
+            epoch_done && (interval > 0 && (self.epoch + 1) % interval == 0 || self.epoch + 1 == self.total_epochs);
+        let metrics = if validate_now || self.global_step >= self.max_steps { self.validate(coll)? } else { None };
+        let run_dir = self.cfg.run_dir();
+        if epoch_done {
+            if self.main {
+                append_summary(&run_dir.join("summary.csv"), self.epoch, train_loss, metrics, lr)?;
+                if let Err(e) = crate::plots::write(&run_dir.join("summary.csv"), &run_dir.join("plots")) {
+                    tracing::warn!("could not draw the curves: {e:#}");
+                }
+            }
+            self.epoch += 1;
+            self.batch_in_epoch = 0;
+            self.checkpoint(lr, train_loss, metrics)?;
+        } else if metrics.is_some() {
+            // Stopped mid-epoch at max_steps: refresh the last checkpoint's metrics.
+            self.checkpoint(lr, train_loss, metrics)?;
+        }
+        Ok(())
+    }
+
+    /// top-1 / top-5 / loss of the EMA (else the model) over this rank's validation shard,
+    /// summed over ranks.
+    fn validate(&mut self, coll: &mut dyn Collective) -> Result<Option<Metrics>> {
+        let Some(val) = &self.loaders.val else { return Ok(None) };
+        let mut sums = match &self.ema {
+            Some(ema) => validate_sums(&ema.model, val, self.device)?,
+            None => validate_sums(&self.model.valid(), val, self.device)?,
+        };
+        coll.all_reduce_sum_f64(&mut sums, "validation")?;
+        let m = finish(sums);
+        tracing::info!(
+            epoch = self.epoch,
+            top1 = m.top1,
+            top5 = m.top5,
+            loss = m.loss,
+            ema = self.ema.is_some(),
+            "validation"
+        );
+        self.outcome.metrics = Some(m);
+        Ok(Some(m))
+    }
+
+    /// A checkpoint at the current position (rank 0 writes; every rank records the name).
+    fn checkpoint(&mut self, lr: f64, train_loss: f64, metrics: Option<Metrics>) -> Result<()> {
+        let ckpt_dir = self.cfg.run_dir().join("checkpoints");
+        let st = TrainState {
+            global_step: self.global_step,
+            epoch: self.epoch,
+            batches_in_epoch: self.batch_in_epoch,
+            config_hash: self.cfg.hash(),
+            global_batch: self.global_batch,
+            world: self.world,
+            model_name: self.spec.name.clone(),
+            num_classes: self.loaders.num_classes,
+            metrics,
+            lr,
+            train_loss,
+            files: Default::default(),
+        };
+        let name = ckpt_dir.join(format!("step-{:09}", st.global_step));
+        self.outcome.last_checkpoint = Some(if self.main {
+            let dir = checkpoint::save(&ckpt_dir, &self.model, self.ema.as_ref().map(|e| &e.model), &self.opt, st)?;
+            checkpoint::prune(&ckpt_dir, self.cfg.checkpoint.keep_last, self.cfg.checkpoint.keep_best);
+            dir
+        } else {
+            name
+        });
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Outcome> {
+        if let Some(n) = self.loaders.val.as_ref().map(|l| l.corrupt().count()).filter(|n| *n > 0) {
+            tracing::warn!(skipped = n, "unreadable validation samples");
+        }
+        if self.loaders.train.corrupt().count() > 0 {
+            tracing::warn!(skipped = self.loaders.train.corrupt().count(), "unreadable training samples");
+        }
+        self.outcome.global_step = self.global_step;
+        Ok(self.outcome)
+    }
+}
+
+/// The checkpoint to resume from (if any), refused when it was written with another config or
+/// another global batch.
+fn resume_point(
+    cfg: &RunConfig,
+    resume: &Option<Resume>,
+    ckpt_dir: &Path,
+    global_batch: usize,
+    world: usize,
+) -> Result<Option<(PathBuf, TrainState)>> {
+    let start = match resume {
+        Some(Resume::Auto) => checkpoint::newest_good(ckpt_dir),
         Some(Resume::Path(p)) => Some((p.clone(), checkpoint::verify(p)?)),
         None => None,
     };
-    let config_path = run_dir.join("config.toml");
     if let Some((ckpt, state)) = &start {
         if state.config_hash != cfg.hash() {
-            let old = std::fs::read_to_string(&config_path).unwrap_or_default();
+            let old = std::fs::read_to_string(cfg.run_dir().join("config.toml")).unwrap_or_default();
             bail!(
                 "{} was written with another config (changed: {}); resume with the run's own config, or start a new run",
                 ckpt.display(),
@@ -115,236 +525,7 @@ pub fn run_with<B: Backend>(
             );
         }
     }
-    if main {
-        std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-        model::state_dict::write_atomic(&config_path, cfg.to_toml().as_bytes())?;
-    }
-
-    let seed = cfg.training.seed;
-    <Ad<B> as Backend>::seed(device, splitmix64(seed ^ 0x1417));
-    let mut model = MaxxVit::<Ad<B>>::new(&spec.cfg, &spec.args, device)?;
-    let _ = model.num_params(); // materialise the lazy init now, from the init seed
-    let mut opt = Optimizer::<Ad<B>>::new(cfg.optimizer.clone(), spec.cfg.embed_dim.len());
-    let (mut epoch, mut batch_in_epoch, mut global_step) = (0u64, 0usize, 0u64);
-    if let Some((ckpt, state)) = &start {
-        model = load_safetensors(model, &ckpt.join("model.safetensors"), LoadMode::Strict)?.0;
-        checkpoint::load_optimizer(ckpt, &mut opt, device)?;
-        (epoch, batch_in_epoch, global_step) = (state.epoch, state.batches_in_epoch, state.global_step);
-        tracing::info!(checkpoint = %ckpt.display(), global_step, epoch, "resumed");
-    } else if let Some(init) = &cfg.model.init {
-        model = setup::load_init(model, init)?;
-    }
-    model = broadcast_state(model, coll, false)?;
-    ensure_same_start(coll, [global_step, epoch, batch_in_epoch as u64])?;
-    let params: Vec<(String, usize)> = model
-        .state_dict_keys()
-        .into_iter()
-        .filter(|k| k.kind == EntryKind::Parameter)
-        .map(|k| (k.key, k.shape.iter().product()))
-        .collect();
-    let sync_buffers = world > 1 && model.has_batch_norm();
-    let mut ema = cfg.training.ema.then(|| Ema::new(&model, cfg.training.ema_decay, cfg.training.ema_warmup));
-    if let (Some(ema), Some((ckpt, _))) = (&mut ema, &start) {
-        let file = ckpt.join("ema.safetensors");
-        if file.is_file() {
-            ema.model = load_safetensors(ema.model.clone(), &file, LoadMode::Strict)?.0;
-        }
-    }
-
-    let micro_per_epoch = loaders.train.steps_per_epoch().context("training data has no known length")?;
-    if micro_per_epoch == 0 {
-        bail!("the training set is smaller than one global batch ({global_batch} samples)");
-    }
-    let accum = cfg.training.grad_accum_steps;
-    let updates_per_epoch = micro_per_epoch.div_ceil(accum) as u64;
-    let total_epochs = (cfg.schedule.epochs + cfg.schedule.cooldown_epochs) as u64;
-    let sched = CosineSchedule::new(cfg.optimizer.lr, &cfg.schedule, updates_per_epoch);
-    let max_steps = if cfg.training.max_steps > 0 { cfg.training.max_steps as u64 } else { u64::MAX };
-    let a = &cfg.augmentation;
-    let mixup = MixupConfig {
-        mixup_alpha: a.mixup,
-        cutmix_alpha: a.cutmix,
-        cutmix_minmax: None,
-        prob: a.mixup_prob,
-        switch_prob: a.mixup_switch_prob,
-        label_smoothing: a.label_smoothing,
-    };
-    let num_classes = loaders.num_classes;
-    let summary = run_dir.join("summary.csv");
-    let mut outcome = Outcome { global_step, metrics: None, last_checkpoint: None };
-    let save =
-        |model: &MaxxVit<Ad<B>>, ema: &Option<Ema<Ad<B>>>, opt: &Optimizer<Ad<B>>, st: TrainState| -> Result<PathBuf> {
-            let name = ckpt_dir.join(format!("step-{:09}", st.global_step));
-            if !main {
-                return Ok(name);
-            }
-            let dir = checkpoint::save(&ckpt_dir, model, ema.as_ref().map(|e| &e.model), opt, st)?;
-            checkpoint::prune(&ckpt_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_best);
-            Ok(dir)
-        };
-    let state_at = |global_step, epoch, batches_in_epoch, lr, train_loss, metrics| TrainState {
-        global_step,
-        epoch,
-        batches_in_epoch,
-        config_hash: cfg.hash(),
-        global_batch,
-        world,
-        model_name: spec.name.clone(),
-        num_classes,
-        metrics,
-        lr,
-        train_loss,
-        files: Default::default(),
-    };
-
-    while epoch < total_epochs && global_step < max_steps {
-        let bar = progress_bar(&cfg, main, micro_per_epoch as u64, epoch, total_epochs);
-        bar.set_position(batch_in_epoch as u64);
-        let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
-        let mut acc = GradientsAccumulator::<MaxxVit<Ad<B>>>::new();
-        let mut in_group = 0usize;
-        let started = Instant::now();
-        let mut images_seen = 0usize;
-        let mut accumulated = false;
-        for batch in loaders.train.epoch(epoch, batch_in_epoch) {
-            let mut batch = batch?;
-            let b = batch.labels.len();
-            // Micro-batches of the last update of an epoch may be fewer than `accum`.
-            let group_size = accum.min(micro_per_epoch - (batch_in_epoch / accum) * accum);
-            if b > 0 {
-                let micro_index = epoch * micro_per_epoch as u64 + batch_in_epoch as u64;
-                // Each rank draws its own dropout / drop-path masks (timm seeds seed + rank).
-                <Ad<B> as Backend>::seed(
-                    device,
-                    splitmix64(seed ^ splitmix64(micro_index) ^ (rank as u64).wrapping_mul(0x9E37_79B9)),
-                );
-                let targets = if mixup.enabled() {
-                    let mut rng = Rng::for_sample(seed, epoch, batch.step as u64, 2);
-                    mix_batch(&mixup, &mut batch.f32, batch.shape, &batch.labels, num_classes, &mut rng)
-                } else {
-                    smoothed_targets(&batch.labels, num_classes, mixup.label_smoothing)
-                };
-                let x = Tensor::<Ad<B>, 4>::from_data(TensorData::new(batch.f32, batch.shape), device);
-                let y = Tensor::<Ad<B>, 2>::from_data(TensorData::new(targets, [b, num_classes]), device);
-                let loss = soft_cross_entropy(model.forward(x), y);
-                let loss_value: f64 = loss.clone().into_scalar().elem();
-                if !loss_value.is_finite() {
-                    bail!(
-                        "loss is {loss_value} at epoch {epoch}, update {global_step}: stopping before anything is saved (last good checkpoint: {})",
-                        checkpoint::list(&ckpt_dir).first().map_or("none".into(), |p| p.display().to_string())
-                    );
-                }
-                let grads = GradientsParams::from_grads(loss.div_scalar(group_size as f64).backward(), &model);
-                acc.accumulate(&model, grads);
-                accumulated = true;
-                loss_sum += loss_value * b as f64;
-                loss_n += b;
-                images_seen += b;
-            }
-            if sync_buffers {
-                model = broadcast_state(model, coll, true)?;
-            }
-            batch_in_epoch += 1;
-            in_group += 1;
-            bar.inc(1);
-            if in_group < group_size {
-                continue;
-            }
-            in_group = 0;
-
-            // One optimizer update.
-            let contributed = std::mem::take(&mut accumulated);
-            let mut keyed = gather_grads(&model, &acc.grads());
-            if all_reduce_grads(&mut keyed, &params, contributed, device, coll)? == 0 {
-                continue; // every sample of this group was unreadable, on every rank
-            }
-            if cfg.optimizer.clip_grad > 0.0 {
-                let norm = keyed.global_norm();
-                if !norm.is_finite() {
-                    bail!("gradient norm is {norm} at epoch {epoch}, update {global_step}: stopping before anything is saved");
-                }
-                let coef = cfg.optimizer.clip_grad / (norm + 1e-6);
-                if coef < 1.0 {
-                    keyed.scale(coef);
-                }
-            }
-            let lr = sched.lr(global_step);
-            model = opt.step(model, &keyed, lr);
-            global_step += 1;
-            if let Some(ema) = &mut ema {
-                ema.update(&model, global_step);
-            }
-            let rate = images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {:.4} lr {lr:.2e} {rate:.1} img/s", loss_sum / loss_n.max(1) as f64));
-            if cfg.logging.log_interval > 0 && global_step % cfg.logging.log_interval as u64 == 0 {
-                tracing::info!(
-                    epoch,
-                    step = global_step,
-                    loss = loss_sum / loss_n.max(1) as f64,
-                    lr,
-                    img_per_s = rate,
-                    "train"
-                );
-            }
-            let end_of_epoch = batch_in_epoch >= micro_per_epoch;
-            if global_step >= max_steps
-                || (!end_of_epoch
-                    && cfg.checkpoint.every_steps > 0
-                    && global_step % cfg.checkpoint.every_steps as u64 == 0)
-            {
-                let st = state_at(global_step, epoch, batch_in_epoch, lr, loss_sum / loss_n.max(1) as f64, None);
-                outcome.last_checkpoint = Some(save(&model, &ema, &opt, st)?);
-            }
-            if global_step >= max_steps {
-                break;
-            }
-        }
-        bar.finish_and_clear();
-        let epoch_done = batch_in_epoch >= micro_per_epoch;
-        let mut l = [loss_sum, loss_n as f64];
-        coll.all_reduce_sum_f64(&mut l, "epoch loss")?;
-        let train_loss = l[0] / l[1].max(1.0);
-        let lr = sched.lr(global_step.saturating_sub(1));
-        let validate_now = epoch_done
-            && (cfg.training.val_interval > 0 && (epoch + 1) % cfg.training.val_interval as u64 == 0
-                || epoch + 1 == total_epochs);
-        let mut metrics = None;
-        if let (true, Some(val)) = (validate_now || global_step >= max_steps, &loaders.val) {
-            let mut sums = match &ema {
-                Some(ema) => validate_sums(&ema.model, val, device)?,
-                None => validate_sums(&model.valid(), val, device)?,
-            };
-            coll.all_reduce_sum_f64(&mut sums, "validation")?;
-            let m = finish(sums);
-            tracing::info!(epoch, top1 = m.top1, top5 = m.top5, loss = m.loss, ema = ema.is_some(), "validation");
-            metrics = Some(m);
-            outcome.metrics = Some(m);
-        }
-        if epoch_done {
-            if main {
-                append_summary(&summary, epoch, train_loss, metrics, lr)?;
-                if let Err(e) = crate::plots::write(&summary, &run_dir.join("plots")) {
-                    tracing::warn!("could not draw the curves: {e:#}");
-                }
-            }
-            let st = state_at(global_step, epoch + 1, 0, lr, train_loss, metrics);
-            outcome.last_checkpoint = Some(save(&model, &ema, &opt, st)?);
-            epoch += 1;
-            batch_in_epoch = 0;
-        } else if metrics.is_some() {
-            // Stopped mid-epoch at max_steps: refresh the last checkpoint's metrics.
-            let st = state_at(global_step, epoch, batch_in_epoch, lr, train_loss, metrics);
-            outcome.last_checkpoint = Some(save(&model, &ema, &opt, st)?);
-        }
-    }
-    if let Some(n) = loaders.val.as_ref().map(|l| l.corrupt().count()).filter(|n| *n > 0) {
-        tracing::warn!(skipped = n, "unreadable validation samples");
-    }
-    if loaders.train.corrupt().count() > 0 {
-        tracing::warn!(skipped = loaders.train.corrupt().count(), "unreadable training samples");
-    }
-    outcome.global_step = global_step;
-    Ok(outcome)
+    Ok(start)
 }
 
 /// Every rank must resume where rank 0 does: one that found another checkpoint (a node without

@@ -162,3 +162,44 @@ fn golden_check_passes_on_cpu_and_the_gpu_script_stops_cleanly_without_a_gpu() {
     assert!(err.contains("no GPU visible"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// Multiply the floats of `tensor` in a safetensors file by `factor`, in place.
+fn scale_tensor(path: &Path, tensor: &str, factor: f32) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let (start, len) = {
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = file.tensor(tensor).unwrap();
+        (view.data().as_ptr() as usize - bytes.as_ptr() as usize, view.data().len())
+    };
+    for chunk in bytes[start..start + len].chunks_exact_mut(4) {
+        let v = f32::from_le_bytes(chunk.try_into().unwrap()) * factor;
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn golden_check_on_wgpu_fails_naming_a_sabotaged_tensor() {
+    // The smallest case, copied with one stage output and one gradient off by more than their
+    // tolerances (1e-4, 1e-3).
+    let source = golden_dir().join("coatnet_rmlp_nano_rw");
+    let dir = scratch("sabotaged").join("coatnet_rmlp_nano_rw");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["model.json", "weights.safetensors", "io.safetensors"] {
+        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    }
+    scale_tensor(&dir.join("io.safetensors"), "eval.stage.1", 1.001);
+    scale_tensor(&dir.join("io.safetensors"), "grad.stem.conv1.weight", 1.05);
+    let out =
+        trainer().args(["golden-check", "--device", "wgpu", "--dir"]).arg(dir.parent().unwrap()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a sabotaged fixture passed:\n{stdout}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    for tensor in ["eval.stage.1", "grad.stem.conv1.weight"] {
+        let line =
+            stderr.lines().find(|l| l.contains(tensor)).unwrap_or_else(|| panic!("{tensor} not named:\n{stderr}"));
+        assert!(line.contains("relative error"), "{line}");
+    }
+    // Only the two sabotaged tensors fail: the rest of the case is exact on wgpu.
+    assert!(stderr.contains("2 of "), "{stderr}");
+}

@@ -320,3 +320,43 @@ fn bf16_autocast_trains_with_f32_master_weights() {
     let rel = rel_l2(&mixed_all, &full_all, 0.0);
     assert!(rel > 0.0 && rel < 5e-2, "bf16 vs f32 weights after 4 steps: rel-L2 {rel:.2e}");
 }
+
+/// The loss curve's tolerance between the CPU backend and wgpu (lavapipe in CI) over the first
+/// updates: relative, per logged step. Both runs see the same images in the same order (host
+/// augmentation, seeded); drop-path is off because each backend has its own RNG. What remains is
+/// float reduction order, which AdamW's normalised updates carry into later steps.
+const WGPU_LOSS_TOLERANCE: f64 = 1e-3;
+
+#[test]
+fn smoke_config_trains_on_wgpu_with_the_cpu_runs_losses() {
+    use burn::backend::wgpu::WgpuDevice;
+    use trainer::metrics::{read_steps, STEP_FILE};
+    static SMALL: OnceLock<PathBuf> = OnceLock::new();
+    let small = SMALL.get_or_init(|| common::prepare_fashion_mnist(scratch("fmnist-small"), 256));
+    let sets = |out: &Path| {
+        config(
+            out,
+            &[
+                &format!("data.root=\"{}\"", small.join("imagefolder").display()),
+                "training.max_steps=6",
+                "training.batch_size=32",
+                "logging.log_interval=1",
+                "model.drop_path_rate=0.0",
+                "checkpoint.every_steps=100",
+            ],
+        )
+    };
+    let (cpu, gpu) = (sets(&scratch("losses-cpu")), sets(&scratch("losses-wgpu")));
+    run::<Flex>(&Default::default(), cpu.clone(), None).unwrap();
+    run::<burn::backend::Wgpu>(&WgpuDevice::DefaultDevice, gpu.clone(), None).unwrap();
+    let (a, b) =
+        (read_steps(&cpu.run_dir().join(STEP_FILE)).unwrap(), read_steps(&gpu.run_dir().join(STEP_FILE)).unwrap());
+    assert_eq!(a.len(), 6, "one row per update on the CPU");
+    assert_eq!(b.len(), 6, "one row per update on wgpu");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.step, x.lr), (y.step, y.lr));
+        let rel = (x.loss - y.loss).abs() / x.loss.abs();
+        eprintln!("step {}: cpu {:.6} wgpu {:.6} rel {rel:.2e}", x.step, x.loss, y.loss);
+        assert!(rel <= WGPU_LOSS_TOLERANCE, "step {}: cpu loss {} wgpu {} (rel {rel:.2e})", x.step, x.loss, y.loss);
+    }
+}

@@ -6,6 +6,7 @@ use burn::tensor::module::{avg_pool2d, conv2d, linear, max_pool2d};
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::Tensor;
 
+use super::depthwise::depthwise_conv2d;
 use super::init::{param, weight_and_bias, Fans, InitRole};
 use crate::autocast::Cast;
 use crate::config::{PaddingMode, PoolType};
@@ -116,12 +117,16 @@ impl<B: Backend> Conv2d<B> {
             (x, ((self.stride - 1) + (kernel - 1)) / 2)
         };
         let options = ConvOptions::new([self.stride; 2], [pad; 2], [1, 1], self.groups);
+        // Depthwise (one input channel per group): our op, whose weight gradient is not a loop
+        // over channels (layers/depthwise.rs).
+        let conv =
+            if self.groups > 1 && self.weight.lazy_shape().dims::<4>()[1] == 1 { depthwise_conv2d } else { conv2d };
         match Cast::for_input(&x) {
             Some(cast) => {
                 let bias = bias.map(|b| cast.down(b));
-                cast.up(conv2d(cast.down(x), cast.down(self.weight.val()), bias, options))
+                cast.up(conv(cast.down(x), cast.down(self.weight.val()), bias, options))
             }
-            None => conv2d(x, self.weight.val(), bias, options),
+            None => conv(x, self.weight.val(), bias, options),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod buffer;
 pub mod conv;
+pub mod depthwise;
 pub mod init;
 pub mod norm;
 

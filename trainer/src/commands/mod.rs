@@ -1,4 +1,5 @@
 pub mod benchmark;
+pub mod census;
 pub mod collective;
 pub mod data;
 pub mod golden;
