@@ -189,3 +189,85 @@ fn depthwise_conv_matches_burns_conv2d_and_flex() {
         assert!(fused < 1e-6 && unfused < 1e-6, "k{kernel} s{stride}: fused {fused:.2e}, unfused {unfused:.2e}");
     }
 }
+
+/// A `[b, c, 1, 1]` map to tokens `[b, 1, c]` and on (`Attention2d` on a 1x1 map): reshape,
+/// swap of the size-1 axis, reshape; the gradient of a weighted sum with respect to the map.
+/// Burn's `swap_dims` or ours (`layers::swap_dims`, a reshape when an axis has size 1).
+struct UnitAxisSwap {
+    ours: bool,
+}
+
+impl Probe for UnitAxisSwap {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        let (b, c) = (2, 48);
+        let x = Tensor::<B, 4>::from_data(data(&[b, c, 1, 1], 31, 1.0), d).require_grad();
+        let flat = x.clone().reshape([b, c, 1]);
+        let tokens = if self.ours { model::layers::swap_dims(flat, 1, 2) } else { flat.swap_dims(1, 2) };
+        let y = tokens.reshape([b, 1, 1, c]);
+        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 34, 1.0), d);
+        let grads = (y.clone() * probe).sum().backward();
+        let mut out = values(y.inner());
+        out.extend(values(x.grad(&grads).unwrap()));
+        out
+    }
+}
+
+/// Burn's swap_dims of a size-1 axis then reshape has a wrong gradient on CubeCL (fused and
+/// unfused; the forward is right); ours is exact.
+#[test]
+fn swap_of_a_unit_axis_then_reshape_matches_flex() {
+    let (fused, unfused) = errors(&UnitAxisSwap { ours: true });
+    assert!(fused < 1e-6 && unfused < 1e-6, "ours: fused {fused:.2e}, unfused {unfused:.2e}");
+    let (fused, unfused) = errors(&UnitAxisSwap { ours: false });
+    assert!(
+        fused > 1e-2 && unfused > 1e-2,
+        "Burn's swap_dims of a unit axis + reshape now matches flex (fused {fused:.2e}, unfused \
+         {unfused:.2e}): fixed upstream, model::layers::swap_dims can go"
+    );
+}
+
+/// timm's `Attention2d` as the model composes it (1x1-conv qkv, NCHW to tokens, head-first split,
+/// attention with a bias, back to NCHW, 1x1-conv proj) on an `hw x hw` map, with our swaps: the
+/// output and the gradients of the map, both convs' weights and the bias.
+struct Attention2dProbe {
+    hw: usize,
+}
+
+impl Probe for Attention2dProbe {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use burn::tensor::module::conv2d;
+        use burn::tensor::ops::ConvOptions;
+        use model::layers::swap_dims;
+        let (b, heads, dh, hw) = (2, 2, 8, self.hw);
+        let (dim, n) = (heads * dh, hw * hw);
+        let x = Tensor::<B, 4>::from_data(data(&[b, dim, hw, hw], 21, 1.0), d).require_grad();
+        let wq = Tensor::<B, 4>::from_data(data(&[3 * dim, dim, 1, 1], 22, 0.3), d).require_grad();
+        let wp = Tensor::<B, 4>::from_data(data(&[dim, dim, 1, 1], 23, 0.3), d).require_grad();
+        let bias = Tensor::<B, 3>::from_data(data(&[heads, n, n], 24, 0.5), d).require_grad();
+        let opts = || ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let qkv = conv2d(x.clone(), wq.clone(), None, opts());
+        let tokens = swap_dims(qkv.reshape([b, 3 * dim, n]), 1, 2);
+        let stacked: Tensor<B, 5> = tokens.reshape([b, n, heads, 3, dh]).permute([3, 0, 2, 1, 4]);
+        let part = |s: usize| stacked.clone().narrow(0, s, 1).reshape([b, heads, n, dh]);
+        let y = model::blocks::attention::scaled_attention(part(0), part(1), part(2), Some(bias.clone()), 0.0);
+        let y = conv2d(swap_dims(y, 2, 3).reshape([b, dim, hw, hw]), wp.clone(), None, opts());
+        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 25, 1.0), d);
+        let grads = (y.clone() * probe).sum().backward();
+        let mut out = values(y.inner());
+        for t in [x, wq, wp] {
+            out.extend(values(t.grad(&grads).unwrap()));
+        }
+        out.extend(values(bias.grad(&grads).unwrap()));
+        out
+    }
+}
+
+/// The T block's attention on the last stage's 1x1 map of a small input (the smoke config at
+/// 32x32) and on a 2x2 map: exact on fused and unfused wgpu.
+#[test]
+fn attention_2d_on_a_one_by_one_map_matches_flex() {
+    for hw in [1, 2] {
+        let (fused, unfused) = errors(&Attention2dProbe { hw });
+        assert!(fused < 1e-6 && unfused < 1e-6, "{hw}x{hw} map: fused {fused:.2e}, unfused {unfused:.2e}");
+    }
+}

@@ -4,7 +4,8 @@
 //! - a golden-fixture `model.json` / any object with a `cfg` (timm `MaxxVitCfg`) plus the
 //!   constructor arguments beside it (`num_classes`, `img_size`, `in_chans`, `global_pool`, …);
 //! - a bare `MaxxVitCfg` object;
-//! - a timm / Hugging Face `config.json` (`architecture` = a registered name).
+//! - a timm / Hugging Face `config.json` (`architecture` = a registered name), or our release's
+//!   `config.json` of a custom config (`maxxvit_cfg` + `model_args`).
 
 use std::path::Path;
 
@@ -44,6 +45,17 @@ impl ModelSpec {
 
     fn from_value(value: &Value) -> Result<Self> {
         let Value::Object(map) = value else { bail!("expected an object") };
+        // Our release of a custom config (release.rs): timm has no name for it, so the
+        // config.json carries the MaxxVitCfg and the constructor arguments.
+        if let Some(cfg) = map.get("maxxvit_cfg") {
+            let mut spec = map.get("model_args").cloned().unwrap_or_else(|| serde_json::json!({}));
+            let Value::Object(args) = &mut spec else { bail!("`model_args` is not an object") };
+            args.insert("cfg".into(), cfg.clone());
+            if let Some(pool) = map.get("global_pool") {
+                args.insert("global_pool".into(), pool.clone());
+            }
+            return Self::from_value(&spec);
+        }
         if let Some(Value::String(arch)) = map.get("architecture") {
             let mut spec = Self::from_name(arch)?;
             if let Some(n) = map.get("num_classes").and_then(Value::as_u64) {

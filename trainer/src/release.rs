@@ -106,13 +106,13 @@ pub fn run<B: Backend>(device: &B::Device, args: ReleaseArgs) -> Result<()> {
         "---\ntags:\n- image-classification\n- timm\nlibrary_name: timm\nlicense: apache-2.0\n---\n# Model card for {arch}.{tag}\n\n\
          Trained with maxxvit-rs (run `{run}`, {step} optimizer steps, {which} weights).\n\n\
          - Validation: {metrics}\n- Weights: `model.safetensors` ({dtype:?}), sha256 `{sha}`\n\n\
-         ```python\nimport timm\nmodel = timm.create_model('{arch}', pretrained=True, num_classes={nc},\n    pretrained_cfg_overlay=dict(file='model.safetensors'))\n```\n\n## Training config\n\n```toml\n{toml}```\n",
+         {snippet}\n\n## Training config\n\n```toml\n{toml}```\n",
         tag = cfg.name,
         run = run_dir.display(),
         step = state.global_step,
         which = if args.ema { "EMA" } else { "model" },
         dtype = args.dtype,
-        nc = spec.args.num_classes,
+        snippet = card_snippet(&arch, spec.args.num_classes, cfg.model.config_file.is_some()),
         toml = cfg.to_toml(),
     );
     write_atomic(&args.out.join("README.md"), card.as_bytes())?;
@@ -138,3 +138,31 @@ pub fn run<B: Backend>(device: &B::Device, args: ReleaseArgs) -> Result<()> {
 }
 
 use burn::tensor::ElementConversion;
+
+/// The model card's Python, run from the release directory (tests/timm_interop.py executes it).
+/// A registered architecture loads by name; a custom config (`model.config_file`) has no timm
+/// name, so the snippet builds timm's `MaxxVit` from the `maxxvit_cfg` in `config.json`.
+fn card_snippet(arch: &str, num_classes: usize, custom: bool) -> String {
+    if !custom {
+        return format!(
+            "```python\nimport timm\nmodel = timm.create_model('{arch}', pretrained=True, num_classes={num_classes},\n    \
+             pretrained_cfg_overlay=dict(file='model.safetensors', num_classes={num_classes}))\nmodel.eval()\n```"
+        );
+    }
+    "```python\n\
+     # A custom MaxxVit config: timm has no name for it, so build it from config.json.\n\
+     import json\n\
+     from safetensors.torch import load_file\n\
+     from timm.models.maxxvit import MaxxVit, MaxxVitCfg, MaxxVitConvCfg, MaxxVitTransformerCfg\n\
+     config = json.load(open('config.json'))\n\
+     tupled = lambda d: {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}\n\
+     c = tupled(config['maxxvit_cfg'])\n\
+     c['conv_cfg'] = MaxxVitConvCfg(**tupled(config['maxxvit_cfg']['conv_cfg']))\n\
+     c['transformer_cfg'] = MaxxVitTransformerCfg(**tupled(config['maxxvit_cfg']['transformer_cfg']))\n\
+     model = MaxxVit(MaxxVitCfg(**c), **config['model_args'])\n\
+     model.load_state_dict(load_file('model.safetensors'))\n\
+     model.pretrained_cfg = config['pretrained_cfg']  # for timm.data.resolve_data_config(model=model)\n\
+     model.eval()\n\
+     ```"
+    .to_string()
+}

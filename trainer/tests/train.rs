@@ -322,10 +322,11 @@ fn bf16_autocast_trains_with_f32_master_weights() {
 }
 
 /// The loss curve's tolerance between the CPU backend and wgpu (lavapipe in CI) over the first
-/// updates: relative, per logged step. Both runs see the same images in the same order (host
-/// augmentation, seeded); drop-path is off because each backend has its own RNG. What remains is
-/// float reduction order, which AdamW's normalised updates carry into later steps.
-const WGPU_LOSS_TOLERANCE: f64 = 1e-3;
+/// updates: relative, per logged step. Both runs start from the same weights and see the same
+/// images in the same order (host augmentation, seeded); drop-path is off because each backend
+/// has its own RNG. What remains is float reduction order, which the updates carry forward.
+/// Measured on lavapipe, 2026-12-01: the six losses agree to all six printed decimals.
+const WGPU_LOSS_TOLERANCE: f64 = 1e-4;
 
 #[test]
 fn smoke_config_trains_on_wgpu_with_the_cpu_runs_losses() {
@@ -333,11 +334,18 @@ fn smoke_config_trains_on_wgpu_with_the_cpu_runs_losses() {
     use trainer::metrics::{read_steps, STEP_FILE};
     static SMALL: OnceLock<PathBuf> = OnceLock::new();
     let small = SMALL.get_or_init(|| common::prepare_fashion_mnist(scratch("fmnist-small"), 256));
+    // Both runs start from the same weights: each backend's RNG would initialise its own.
+    let init = scratch("losses-init").join("init.safetensors");
+    let base = config(&scratch("losses-spec"), &[]);
+    let spec = trainer::setup::model_spec(&base).unwrap();
+    let fresh = MaxxVit::<Flex>::new(&spec.cfg, &spec.args, &Default::default()).unwrap();
+    model::state_dict::save_safetensors(&fresh, &init, SaveDtype::F32).unwrap();
     let sets = |out: &Path| {
         config(
             out,
             &[
                 &format!("data.root=\"{}\"", small.join("imagefolder").display()),
+                &format!("model.init=\"{}\"", init.display()),
                 "training.max_steps=6",
                 "training.batch_size=32",
                 "logging.log_interval=1",

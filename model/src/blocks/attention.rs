@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 
 use super::rel_pos::RelPos;
 use crate::autocast::Cast;
-use crate::layers::{dropout, Conv2d, ConvSpec, InitRole, Linear};
+use crate::layers::{dropout, swap_dims, Conv2d, ConvSpec, InitRole, Linear};
 
 /// `softmax(q·kᵀ·scale + bias)·v` over `[batch, heads, tokens, dim_head]`.
 pub fn scaled_attention<B: Backend>(
@@ -25,7 +25,7 @@ pub fn scaled_attention<B: Backend>(
         Some(cast) => cast.up(cast.down(a).matmul(cast.down(b))),
         None => a.matmul(b),
     };
-    let scores = matmul(q, k.swap_dims(2, 3));
+    let scores = matmul(q, swap_dims(k, 2, 3));
     let scores = match bias {
         Some(bias) => scores + bias.unsqueeze::<4>(),
         None => scores,
@@ -66,7 +66,7 @@ impl<B: Backend> AttentionCl<B> {
         let bias = self.rel_pos.as_ref().map(RelPos::bias);
         let out = scaled_attention(q, k, v, bias, self.attn_drop);
         let dh = out.dims()[3];
-        let out = out.swap_dims(1, 2).reshape([b, n, self.num_heads * dh]);
+        let out = swap_dims(out, 1, 2).reshape([b, n, self.num_heads * dh]);
         dropout(self.proj.forward(out), self.proj_drop)
     }
 }
@@ -131,13 +131,13 @@ impl<B: Backend> Attention2d<B> {
         let [b, _, h, w] = x.dims();
         let qkv = self.qkv.forward(x);
         let c3 = qkv.dims()[1];
-        let tokens = qkv.reshape([b, c3, h * w]).swap_dims(1, 2);
+        let tokens = swap_dims(qkv.reshape([b, c3, h * w]), 1, 2);
         let [q, k, v] = split_qkv(tokens, self.num_heads, true);
         let bias = self.rel_pos.as_ref().map(RelPos::bias);
         let out = scaled_attention(q, k, v, bias, self.attn_drop);
         let dh = out.dims()[3];
         // [b, heads, n, dh] -> [b, heads·dh, h, w], channel = head·dh + d as in timm's view.
-        let out = out.swap_dims(2, 3).reshape([b, self.num_heads * dh, h, w]);
+        let out = swap_dims(out, 2, 3).reshape([b, self.num_heads * dh, h, w]);
         dropout(self.proj.forward(out), self.proj_drop)
     }
 }

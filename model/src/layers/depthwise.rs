@@ -80,8 +80,8 @@ pub fn depthwise_weight_grad<B: Backend>(
     let [n, c, h, w] = x.dims();
     let [c_out, _, kh, kw] = weight_dims;
     let [_, _, oh, ow] = output_grad.dims();
-    let folded_x = x.swap_dims(0, 1).reshape([1, c * n, h, w]);
-    let folded_grad = output_grad.swap_dims(0, 1); // [C·m, N, oh, ow]: N input channels per group
+    let folded_x = super::swap_dims(x, 0, 1).reshape([1, c * n, h, w]);
+    let folded_grad = super::swap_dims(output_grad, 0, 1); // [C·m, N, oh, ow]: N input channels per group
     let folded = ConvOptions::new(options.dilation, options.padding, options.stride, c);
     let dw = conv2d(folded_x, folded_grad, None, folded); // [1, C·m, k', k'], k' >= k
     let dw = if dw.dims()[2] != kh || dw.dims()[3] != kw { dw.slice([0..1, 0..c_out, 0..kh, 0..kw]) } else { dw };

@@ -17,6 +17,20 @@ pub use norm::{drop_path, dropout, BatchNorm2d, LayerNorm, LayerNorm2d, LayerSca
 
 use crate::config::ActLayer;
 
+/// `Tensor::swap_dims`, except that a swap moving a size-1 axis is a reshape (the same element
+/// order). Burn 0.21's CubeCL backends (fused and unfused) get the gradient wrong through a
+/// swap_dims of a size-1 axis followed by a reshape (docs/burn_faults.md §4): the 1x1 maps of
+/// a small input's last stage, or batch 1 in the depthwise weight gradient.
+pub fn swap_dims<B: Backend, const D: usize>(t: Tensor<B, D>, a: usize, b: usize) -> Tensor<B, D> {
+    let mut dims = t.dims();
+    if dims[a] == 1 || dims[b] == 1 {
+        dims.swap(a, b);
+        t.reshape(dims)
+    } else {
+        t.swap_dims(a, b)
+    }
+}
+
 /// timm `Mlp` (channels-last Linear layers): fc1 → act → drop → fc2 → drop (spec §2.5).
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
