@@ -129,4 +129,32 @@ with tempfile.TemporaryDirectory() as tmp:
     x = torch.randn(2, 3, 32, 32)
     ours = our_logits(tmp, rel, ["--model-config", f"{rel}/config.json"], x)
     compare("smoke custom config", {"model card snippet": card_model(rel)}, ours, x)
+
+    # Our releases read back with --pretrained (directory) give the same logits.
+    save_file({"input": x}, f"{tmp}/x.safetensors")
+    sh("predict", "--pretrained", rel, "--tensor-input", f"{tmp}/x.safetensors", "--save", f"{tmp}/dir.safetensors")
+    assert torch.equal(load_file(f"{tmp}/dir.safetensors")["logits"], ours), "--pretrained <release>"
+
+    # timm's own hub format (save_for_hf: config.json + model.safetensors), read by
+    # `--pretrained DIR` and, laid out as huggingface_hub's cache, by `hf-hub:ORG/NAME`.
+    from timm.models._hub import save_for_hf
+    hub_model = timm.create_model("test_coatnet").eval()
+    snap = f"{tmp}/hub/models--timm--test_coatnet.untrained/snapshots/0123456789abcdef"
+    save_for_hf(hub_model, snap, safe_serialization=True, model_config=dict(
+        label_names=[f"n{i:08d}" for i in range(1000)], label_descriptions={"n00000007": "seventh class"}))
+    os.makedirs(f"{tmp}/hub/models--timm--test_coatnet.untrained/refs")
+    open(f"{tmp}/hub/models--timm--test_coatnet.untrained/refs/main", "w").write("0123456789abcdef")
+    x = torch.randn(2, 3, 160, 160)
+    save_file({"input": x}, f"{tmp}/x.safetensors")
+    os.environ["HF_HUB_CACHE"] = f"{tmp}/hub"
+    for source in [snap, "hf-hub:timm/test_coatnet.untrained"]:
+        out = sh("predict", "--pretrained", source, "--tensor-input", f"{tmp}/x.safetensors",
+                 "--save", f"{tmp}/hub.safetensors")
+        compare(f"timm save_for_hf via --pretrained {source.split('/')[-1]}", {"timm": hub_model},
+                load_file(f"{tmp}/hub.safetensors")["logits"], x)
+        # Class names come from the config's label_names, through label_descriptions.
+        entries = [e.split(" (")[0] for line in out.splitlines() for e in line.split(": ", 1)[1].split("), ")]
+        for e in entries:
+            k, name = e.split(" ", 1)
+            assert name == ("seventh class" if k == "7" else f"n{int(k):08d}"), e
     print("timm interop: OK")

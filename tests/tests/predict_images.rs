@@ -44,6 +44,7 @@ fn predicting_image_files_batch_by_batch_equals_one_direct_forward() {
         tensor_input: None,
         save: Some(out.clone()),
         labels: None,
+        label_names: None,
         batch_size: 1,
     };
     run::<Flex>(&device, args).unwrap();

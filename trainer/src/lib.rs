@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model_spec;
 pub mod optim;
 pub mod plots;
+pub mod pretrained;
 pub mod release;
 pub mod setup;
 pub mod train;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use device::DeviceChoice;
 use model_spec::ModelSpec;
+use trainer::pretrained::Pretrained;
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train, evaluate and release timm MaxxViT-family models")]
@@ -49,6 +50,37 @@ impl ModelSelect {
             spec.args.img_size = [s, s];
         }
         Ok(spec)
+    }
+}
+
+/// The model and its weights: `--pretrained SOURCE`, or a model (`--model` / `--model-config`)
+/// with `--weights FILE`.
+#[derive(Args)]
+struct WeightsSelect {
+    /// Model and weights together, offline: `hf-hub:ORG/NAME` (the local Hugging Face cache), a
+    /// hub snapshot directory (config.json + model.safetensors), or one of our releases.
+    #[arg(long, conflicts_with_all = ["model", "model_config", "weights"])]
+    pretrained: Option<String>,
+    #[command(flatten)]
+    select: ModelSelect,
+    /// Weights in timm safetensors layout (loaded strictly).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+impl WeightsSelect {
+    fn resolve(&self) -> Result<Pretrained> {
+        let mut p = match (&self.pretrained, &self.weights) {
+            (Some(source), _) => trainer::pretrained::resolve(source)?,
+            (None, Some(weights)) => {
+                Pretrained { spec: self.select.resolve()?, weights: weights.clone(), label_names: None }
+            }
+            (None, None) => bail!("give --pretrained SOURCE, or --model/--model-config with --weights FILE"),
+        };
+        if let Some(s) = self.select.img_size {
+            p.spec.args.img_size = [s, s];
+        }
+        Ok(p)
     }
 }
 
@@ -129,6 +161,11 @@ enum Command {
         #[arg(long)]
         labels: Option<PathBuf>,
     },
+    /// Redraw a run's curves (`plots/*.png`, `*.svg`) from its summary.csv and metrics.csv.
+    Plot {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
     /// List the registered models with parameters and GMACs at their default size.
     Models {
         /// Only names containing this string.
@@ -141,20 +178,18 @@ enum Command {
         #[command(flatten)]
         select: ModelSelect,
     },
-    /// Top-5 classes per input; `--save` writes logits, pre_logits and features.
+    /// Top-5 classes per input (with class names); `--save` writes logits, pre_logits and features.
     Predict {
         #[command(flatten)]
-        select: ModelSelect,
-        /// Weights in timm safetensors layout (loaded strictly).
-        #[arg(long)]
-        weights: PathBuf,
+        source: WeightsSelect,
         /// An already preprocessed float tensor `input` [B, 3, H, W].
         #[arg(long, conflicts_with = "images")]
         tensor_input: Option<PathBuf>,
         /// Write `logits`, `pre_logits` and `features` to this safetensors file.
         #[arg(long)]
         save: Option<PathBuf>,
-        /// Class names, one per line (line i = class i).
+        /// Class names, one per line (line i = class i); default: the config's, or ImageNet-1k's
+        /// for a 1,000-class head.
         #[arg(long)]
         labels: Option<PathBuf>,
         #[arg(long, default_value_t = 16)]
@@ -164,6 +199,34 @@ enum Command {
         device: DeviceChoice,
         /// Image files (JPEG, PNG, WebP), preprocessed with the model's eval transform.
         images: Vec<PathBuf>,
+    },
+    /// Feature maps of the stem and every stage (shapes printed; `--save` writes them).
+    Features {
+        #[command(flatten)]
+        source: WeightsSelect,
+        /// Write `stem`, `stages.0`, … [N, C, H, W] to this safetensors file.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+        /// Image files (JPEG, PNG, WebP).
+        images: Vec<PathBuf>,
+    },
+    /// Embeddings (pre-logits) of every image under a folder, to one safetensors file.
+    Embed {
+        #[command(flatten)]
+        source: WeightsSelect,
+        /// `embeddings` [N, D]; metadata `files` lists the images in row order.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+        /// A folder of images (searched recursively; rows sorted by path).
+        folder: PathBuf,
     },
     /// Data sets and input-pipeline throughput.
     #[command(subcommand)]
@@ -335,17 +398,34 @@ fn run(cli: Cli) -> Result<()> {
             };
             commands::inspect::run(&spec)
         }
-        Command::Predict { select, weights, tensor_input, save, labels, batch_size, device, images } => {
+        Command::Predict { source, tensor_input, save, labels, batch_size, device, images } => {
+            let p = source.resolve()?;
             let args = commands::predict::PredictArgs {
-                spec: select.resolve()?,
-                weights,
+                spec: p.spec,
+                weights: p.weights,
                 images,
                 tensor_input,
                 save,
                 labels,
+                label_names: p.label_names,
                 batch_size,
             };
             with_backend!(device, |B, dev| commands::predict::run::<B>(&dev, args))
+        }
+        Command::Plot { run_dir } => {
+            trainer::plots::write(&run_dir)?;
+            println!("wrote {}", run_dir.join("plots").display());
+            Ok(())
+        }
+        Command::Features { source, save, batch_size, device, images } => {
+            let p = source.resolve()?;
+            let args = commands::features::FeaturesArgs { spec: p.spec, weights: p.weights, images, save, batch_size };
+            with_backend!(device, |B, dev| commands::features::run::<B>(&dev, args).map(|_| ()))
+        }
+        Command::Embed { source, out, batch_size, device, folder } => {
+            let p = source.resolve()?;
+            let args = commands::embed::EmbedArgs { spec: p.spec, weights: p.weights, folder, out, batch_size };
+            with_backend!(device, |B, dev| commands::embed::run::<B>(&dev, args).map(|_| ()))
         }
         Command::Train { run, resume } => train(run.load("configs/in12k_pretrain.toml")?, resume),
         Command::Finetune { run, init, resume } => {

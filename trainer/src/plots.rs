@@ -1,106 +1,197 @@
-//! PNG curves of `summary.csv` in `<run>/plots/`: `loss.png` (train blue, eval orange),
-//! `accuracy.png` (top-1 blue, top-5 orange) and `lr.png`, with the y range printed at the
-//! axis ends. Drawn directly (no plotting or font dependency).
+//! The run's curves in `<run>/plots/`, drawn with plotters as PNG and SVG:
+//! - `loss.{png,svg}`: training loss per log interval (`metrics.csv`) and the eval loss at the
+//!   end of each epoch (`summary.csv`), against the optimizer step;
+//! - `lr.{png,svg}`: the learning rate per log interval, against the optimizer step;
+//! - `accuracy.{png,svg}`: eval top-1 and top-5 per epoch.
+//!
+//! Text uses DejaVu Sans, built into the binary (`assets/`), so a machine without fonts draws
+//! the same picture.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use anyhow::Result;
-use image::{Rgb, RgbImage};
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
-const W: u32 = 640;
-const H: u32 = 400;
-const MARGIN: u32 = 48;
-const COLOURS: [Rgb<u8>; 2] = [Rgb([31, 119, 180]), Rgb([255, 127, 14])];
+use crate::metrics::{read_steps, STEP_FILE};
 
-/// 3×5 digits and the few symbols the axis labels need.
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'e' => [0, 7, 7, 4, 7],
-        _ => [0; 5],
-    }
+const SIZE: (u32, u32) = (800, 500);
+/// matplotlib's first two default colours: train / top-1 blue, eval / top-5 orange.
+pub const BLUE: RGBColor = RGBColor(31, 119, 180);
+pub const ORANGE: RGBColor = RGBColor(255, 127, 14);
+const FONT: &str = "sans-serif";
+
+/// One curve: its legend entry, points, colour, and whether each point gets a marker (a few
+/// per-epoch points) or only the line (per-step).
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+    colour: RGBColor,
+    markers: bool,
 }
 
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str) {
-    for (i, c) in s.chars().enumerate() {
-        for (row, bits) in glyph(c).iter().enumerate() {
-            for col in 0..3 {
-                if bits & (4 >> col) != 0 {
-                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                        let (px, py) = (x + i as u32 * 8 + col * 2 + dx, y + row as u32 * 2 + dy);
-                        if px < W && py < H {
-                            img.put_pixel(px, py, Rgb([0, 0, 0]));
-                        }
-                    }
-                }
-            }
+struct Chart {
+    title: String,
+    x_label: &'static str,
+    y_label: &'static str,
+    series: Vec<Series>,
+    /// Where the legend goes clear of the curves: upper right for falling, lower right for rising.
+    legend: SeriesLabelPosition,
+}
+
+/// Decimals for tick labels ~1/10 of `range` apart.
+fn decimals(range: f64) -> usize {
+    (1.0 - range.log10().floor()).clamp(0.0, 6.0) as usize
+}
+
+fn register_font() -> Result<()> {
+    static FONT_OK: OnceLock<bool> = OnceLock::new();
+    let ok = *FONT_OK.get_or_init(|| {
+        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok()
+    });
+    ok.then_some(()).ok_or_else(|| anyhow!("the built-in DejaVu Sans font did not load"))
+}
+
+/// `[lo, hi]` of the finite values, widened so that a single value or a flat line still has
+/// a visible axis.
+fn span(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return None;
+    }
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.05 };
+    Some((lo - pad, hi + pad))
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{}: {e:?}", chart.title);
+    root.fill(&WHITE).map_err(err)?;
+    let xs = span(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0))).unwrap_or((0.0, 1.0));
+    let ys = span(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))).unwrap_or((0.0, 1.0));
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(&chart.title, (FONT, 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
+        .map_err(err)?;
+    let small = ys.1.abs().max(ys.0.abs()) < 1e-2;
+    let y_decimals = decimals(ys.1 - ys.0);
+    // Integral x (steps, epochs): one label per unit when there are few of them.
+    let x_labels = ((xs.1 - xs.0).floor() as usize + 1).clamp(2, 10);
+    ctx.configure_mesh()
+        .x_desc(chart.x_label)
+        .y_desc(chart.y_label)
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 14))
+        .x_labels(x_labels)
+        .y_label_formatter(&|v| if small { format!("{v:.1e}") } else { format!("{v:.y_decimals$}") })
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    for s in chart.series.iter().filter(|s| !s.points.is_empty()) {
+        let colour = s.colour;
+        let line = LineSeries::new(s.points.iter().copied(), colour.stroke_width(2));
+        ctx.draw_series(line)
+            .map_err(err)?
+            .label(&s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        if s.markers {
+            ctx.draw_series(s.points.iter().map(|p| Circle::new(*p, 4, colour.filled()))).map_err(err)?;
         }
     }
+    ctx.configure_series_labels()
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(chart.legend.clone())
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), colour: Rgb<u8>) {
-    let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
-    for i in 0..=steps {
-        let t = i as f64 / steps as f64;
-        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-        for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
-            let (px, py) = ((x + dx) as u32, (y + dy) as u32);
-            if px < W && py < H {
-                img.put_pixel(px, py, colour);
-            }
-        }
-    }
+fn save(dir: &Path, stem: &str, chart: &Chart) -> Result<()> {
+    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    draw(BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(), chart)?;
+    let png = dir.join(format!("{stem}.png"));
+    image::RgbImage::from_raw(SIZE.0, SIZE.1, rgb)
+        .expect("buffer of the image's size")
+        .save(&png)
+        .map_err(|e| anyhow!("{}: {e}", png.display()))?;
+    draw(SVGBackend::new(&dir.join(format!("{stem}.svg")), SIZE).into_drawing_area(), chart)
 }
 
-/// Plot up to two series (finite values only) against epoch.
-fn plot(path: &Path, series: &[Vec<f64>]) -> Result<()> {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let values: Vec<f64> = series.iter().flatten().copied().filter(|v| v.is_finite()).collect();
-    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0), lo.max(0.0) + 1.0) };
-    let n = series.iter().map(Vec::len).max().unwrap_or(0).max(2);
-    let to_px = |i: usize, v: f64| {
-        let x = MARGIN as f64 + (W - 2 * MARGIN) as f64 * i as f64 / (n - 1) as f64;
-        let y = (H - MARGIN) as f64 - (H - 2 * MARGIN) as f64 * (v - lo) / (hi - lo);
-        (x, y)
+/// `summary.csv` columns (epoch, train_loss, eval_loss, eval_top1, eval_top5, lr), one row per epoch.
+fn read_summary(path: &Path) -> Result<Vec<[f64; 6]>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .skip(1)
+        .map(|(i, line)| {
+            let v: Vec<f64> = line.split(',').map(|v| v.parse().unwrap_or(f64::NAN)).collect();
+            v.try_into().map_err(|_| anyhow!("{} line {}: expected 6 columns: '{line}'", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Redraw every curve of the run in `run_dir` from its `summary.csv` and `metrics.csv`.
+pub fn write(run_dir: &Path) -> Result<()> {
+    register_font()?;
+    let epochs = read_summary(&run_dir.join("summary.csv"))?;
+    let steps = read_steps(&run_dir.join(STEP_FILE))?;
+    let name = run_dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let dir = run_dir.join("plots");
+    std::fs::create_dir_all(&dir)?;
+    // An epoch's eval point sits at the last step logged in that epoch.
+    let epoch_end = |epoch: f64| steps.iter().filter(|s| s.epoch as f64 == epoch).map(|s| s.step as f64).last();
+    let eval_loss: Vec<(f64, f64)> =
+        epochs.iter().filter(|r| r[2].is_finite()).filter_map(|r| Some((epoch_end(r[0])?, r[2]))).collect();
+    let series = |label: &str, points: Vec<(f64, f64)>, colour, markers| Series {
+        label: label.into(),
+        points: points.into_iter().filter(|p| p.1.is_finite()).collect(),
+        colour,
+        markers,
     };
-    let grey = Rgb([160, 160, 160]);
-    line(&mut img, (MARGIN as f64, MARGIN as f64), (MARGIN as f64, (H - MARGIN) as f64), grey);
-    line(&mut img, (MARGIN as f64, (H - MARGIN) as f64), ((W - MARGIN) as f64, (H - MARGIN) as f64), grey);
-    for (s, colour) in series.iter().zip(COLOURS) {
-        let points: Vec<(f64, f64)> =
-            s.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, v)| to_px(i, *v)).collect();
-        for w in points.windows(2) {
-            line(&mut img, w[0], w[1], colour);
-        }
-    }
-    text(&mut img, 4, MARGIN - 4, &format!("{hi:.3e}"));
-    text(&mut img, 4, H - MARGIN - 4, &format!("{lo:.3e}"));
-    text(&mut img, W - MARGIN - 8, H - MARGIN + 8, &format!("{}", n - 1));
-    img.save(path)?;
-    Ok(())
-}
-
-/// Redraw the run's curves from its `summary.csv`.
-pub fn write(summary: &Path, dir: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(summary)?;
-    let rows: Vec<Vec<f64>> =
-        text.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap_or(f64::NAN)).collect()).collect();
-    let col = |i: usize| rows.iter().map(|r| r.get(i).copied().unwrap_or(f64::NAN)).collect::<Vec<_>>();
-    std::fs::create_dir_all(dir)?;
-    plot(&dir.join("loss.png"), &[col(1), col(2)])?;
-    plot(&dir.join("accuracy.png"), &[col(3), col(4)])?;
-    plot(&dir.join("lr.png"), &[col(5)])?;
-    Ok(())
+    let loss = Chart {
+        title: format!("Loss — {name}"),
+        x_label: "optimizer step",
+        y_label: "cross-entropy (nats)",
+        series: vec![
+            series(
+                "train, mean per log interval",
+                steps.iter().map(|s| (s.step as f64, s.loss)).collect(),
+                BLUE,
+                false,
+            ),
+            series("eval, end of epoch", eval_loss, ORANGE, true),
+        ],
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    let lr = Chart {
+        title: format!("Learning rate — {name}"),
+        x_label: "optimizer step",
+        y_label: "learning rate",
+        series: vec![series("lr", steps.iter().map(|s| (s.step as f64, s.lr)).collect(), BLUE, false)],
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    let accuracy = Chart {
+        title: format!("Eval accuracy — {name}"),
+        x_label: "epoch",
+        y_label: "accuracy (%)",
+        series: vec![
+            series("top-1", epochs.iter().map(|r| (r[0], r[3])).collect(), BLUE, true),
+            series("top-5", epochs.iter().map(|r| (r[0], r[4])).collect(), ORANGE, true),
+        ],
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    save(&dir, "loss", &loss)?;
+    save(&dir, "lr", &lr)?;
+    save(&dir, "accuracy", &accuracy)
 }

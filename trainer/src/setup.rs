@@ -12,7 +12,7 @@ use data::wds::{parse_shard_spec, LabelSource};
 use model::{load_safetensors, LoadMode, MaxxVit};
 
 use crate::config::{DataFormat, RunConfig};
-use crate::model_spec::ModelSpec;
+use crate::model_spec::{ModelSpec, Preprocess};
 
 /// The model the config describes (without weights).
 pub fn model_spec(cfg: &RunConfig) -> Result<ModelSpec> {
@@ -74,14 +74,14 @@ pub struct Loaders {
 
 pub fn eval_transform(cfg: &RunConfig, spec: &ModelSpec) -> EvalTransform {
     let d = &cfg.data;
-    let p = spec.pretrained;
+    let p = Preprocess::eval_transform(spec.preprocess.as_ref(), spec.args.img_size);
     EvalTransform {
-        img_size: spec.args.img_size,
-        crop_pct: d.crop_pct.or(p.map(|p| p.crop_pct)).unwrap_or(0.95),
-        crop_mode: d.crop_mode.clone().unwrap_or_else(|| p.map_or("center", |p| p.crop_mode).to_string()),
-        mean: d.mean.or(p.map(|p| p.mean)).unwrap_or([0.5; 3]),
-        std: d.std.or(p.map(|p| p.std)).unwrap_or([0.5; 3]),
-        interpolation: d.interpolation.clone().unwrap_or_else(|| p.map_or("bicubic", |p| p.interpolation).to_string()),
+        img_size: p.img_size,
+        crop_pct: d.crop_pct.unwrap_or(p.crop_pct),
+        crop_mode: d.crop_mode.clone().unwrap_or(p.crop_mode),
+        mean: d.mean.unwrap_or(p.mean),
+        std: d.std.unwrap_or(p.std),
+        interpolation: d.interpolation.clone().unwrap_or(p.interpolation),
     }
 }
 

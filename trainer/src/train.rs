@@ -417,7 +417,7 @@ impl<'d, B: Backend> Trainer<'d, B> {
         if epoch_done {
             if self.main {
                 append_summary(&run_dir.join("summary.csv"), self.epoch, train_loss, metrics, lr)?;
-                if let Err(e) = crate::plots::write(&run_dir.join("summary.csv"), &run_dir.join("plots")) {
+                if let Err(e) = crate::plots::write(&run_dir) {
                     tracing::warn!("could not draw the curves: {e:#}");
                 }
             }

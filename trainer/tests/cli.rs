@@ -203,3 +203,161 @@ fn golden_check_on_wgpu_fails_naming_a_sabotaged_tensor() {
     // Only the two sabotaged tensors fail: the rest of the case is exact on wgpu.
     assert!(stderr.contains("2 of "), "{stderr}");
 }
+
+/// A Hugging Face hub cache holding `timm/test_coatnet.untrained` as `huggingface-cli download`
+/// leaves it (refs/main → snapshots/<commit>/{config.json, model.safetensors}), with random
+/// weights also written to `weights.safetensors` beside it. timm's config.json shape
+/// (`save_config_for_hf`, timm 1.0.31) with a preprocessing different from the registry's.
+fn hub_cache(root: &Path) -> std::path::PathBuf {
+    use burn::backend::Flex;
+    let commit = "4b1d7f0c9e2a3d5f6b7a8c9d0e1f2a3b4c5d6e7f";
+    let repo = root.join("hub").join("models--timm--test_coatnet.untrained");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), commit).unwrap();
+    let spec = trainer::model_spec::ModelSpec::from_name("test_coatnet").unwrap();
+    let model = model::MaxxVit::<Flex>::new(&spec.cfg, &spec.args, &Default::default()).unwrap();
+    model::save_safetensors(&model, &root.join("weights.safetensors"), model::SaveDtype::F32).unwrap();
+    std::fs::copy(root.join("weights.safetensors"), snapshot.join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "architecture": "test_coatnet",
+        "num_classes": 1000,
+        "num_features": 256,
+        "global_pool": "avg",
+        "pretrained_cfg": {
+            "tag": "untrained", "custom_load": false, "input_size": [3, 160, 160],
+            "fixed_input_size": true, "interpolation": "bilinear", "crop_pct": 0.875,
+            "crop_mode": "center", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "num_classes": 1000, "pool_size": [5, 5], "first_conv": "stem.conv1", "classifier": "head.fc"
+        }
+    });
+    std::fs::write(snapshot.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    root.join("hub")
+}
+
+fn write_images(dir: &Path, names: &[&str]) -> Vec<std::path::PathBuf> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let img = image::RgbImage::from_fn(90 + 20 * i as u32, 120, |x, y| {
+                image::Rgb([(x * 5 + 40 * i as u32) as u8, (y * 3) as u8, ((x ^ y) * 7) as u8])
+            });
+            img.save(&path).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn hub_cache_weights_predict_with_imagenet_names_and_give_stage_features_and_folder_embeddings() {
+    let root = scratch("hub");
+    let cache = hub_cache(&root);
+    let images = write_images(&root.join("images"), &["b/two.png", "a/one.png", "c.png"]);
+    let sorted = [&images[1], &images[0], &images[2]]; // a/one.png, b/two.png, c.png
+    let hub = || {
+        let mut c = trainer();
+        c.env("HF_HUB_CACHE", &cache).env_remove("HF_HOME");
+        c
+    };
+
+    // predict from the cache: the config's preprocessing (not the registry's), built-in names.
+    let saved = root.join("pred.safetensors");
+    let stdout = run_ok(
+        hub()
+            .args(["predict", "--pretrained", "hf-hub:timm/test_coatnet.untrained", "--save"])
+            .arg(&saved)
+            .args(sorted),
+    );
+    let names: Vec<&str> = include_str!("../assets/imagenet1k_classes.txt").lines().collect();
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    for line in stdout.lines() {
+        let (_, top) = line.rsplit_once(".png: ").unwrap();
+        for entry in top.split("), ") {
+            let (index, rest) = entry.split_once(' ').unwrap();
+            let name = rest.rsplit_once(" (").unwrap().0;
+            assert_eq!(name, names[index.parse::<usize>().unwrap()], "{line}");
+        }
+    }
+    // The same weights by file with the same preprocessing flags give the same logits; the
+    // registry's preprocessing (bicubic, crop 0.95, mean 0.5) gives different ones.
+    let by_file = |dir: &Path, config: &Path, out: &Path| {
+        run_ok(
+            trainer()
+                .args(["predict", "--model-config"])
+                .arg(config)
+                .arg("--weights")
+                .arg(dir.join("weights.safetensors"))
+                .arg("--save")
+                .arg(out)
+                .args(sorted),
+        );
+    };
+    let snapshot =
+        cache.join("models--timm--test_coatnet.untrained/snapshots/4b1d7f0c9e2a3d5f6b7a8c9d0e1f2a3b4c5d6e7f");
+    by_file(&root, &snapshot.join("config.json"), &root.join("file.safetensors"));
+    let registry = root.join("registry.json");
+    std::fs::write(&registry, r#"{"architecture": "test_coatnet"}"#).unwrap();
+    by_file(&root, &registry, &root.join("registry.safetensors"));
+    let [hubs, files, reg] =
+        ["pred", "file", "registry"].map(|f| read_tensors(&root.join(format!("{f}.safetensors"))).unwrap());
+    assert_eq!(rel_l2(&hubs["logits"].f32, &files["logits"].f32, 0.0), 0.0);
+    assert!(rel_l2(&hubs["logits"].f32, &reg["logits"].f32, 0.0) > 1e-3, "the config's preprocessing is used");
+
+    // features: stem + 4 stages, shapes from feature_info (test_coatnet at 160 px).
+    let feats = root.join("features.safetensors");
+    let stdout = run_ok(
+        hub()
+            .args(["features", "--pretrained", "hf-hub:timm/test_coatnet.untrained", "--batch-size", "2", "--save"])
+            .arg(&feats)
+            .args(sorted),
+    );
+    let maps = read_tensors(&feats).unwrap();
+    assert_eq!(stdout.lines().filter(|l| l.contains(": [3, ")).count(), 5, "{stdout}");
+    for (name, reduction) in [("stem", 2), ("stages.0", 4), ("stages.1", 8), ("stages.2", 16), ("stages.3", 32)] {
+        let shape = &maps[name].shape;
+        assert_eq!((shape[0], shape[2], shape[3]), (3, 160 / reduction, 160 / reduction), "{name}");
+        assert!(stdout.contains(&format!("{name}: {shape:?}")), "{stdout}");
+    }
+    assert_eq!(maps["stages.3"].shape[1], hubs["features"].shape[1]);
+
+    // embed: the folder's images in path order; rows equal predict's pre_logits of that order.
+    let emb = root.join("emb.safetensors");
+    run_ok(
+        hub()
+            .args(["embed", "--pretrained", "hf-hub:timm/test_coatnet.untrained", "--batch-size", "2", "--out"])
+            .arg(&emb)
+            .arg(root.join("images")),
+    );
+    let e = read_tensors(&emb).unwrap();
+    assert_eq!(e["embeddings"].shape, hubs["pre_logits"].shape);
+    let err = rel_l2(&e["embeddings"].f32, &hubs["pre_logits"].f32, 0.0);
+    assert!(err < 1e-6, "embeddings vs predict's pre_logits: {err:.2e}");
+    let bytes = std::fs::read(&emb).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let files = &meta.metadata().as_ref().unwrap()["files"];
+    assert_eq!(files, r#"["a/one.png","b/two.png","c.png"]"#);
+
+    // A repo that is not cached: the error names the cache and the download command.
+    let out = hub()
+        .args(["predict", "--pretrained", "hf-hub:timm/maxvit_nano_rw_256.sw_in1k"])
+        .arg(&images[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&cache.display().to_string())
+            && err.contains("huggingface-cli download timm/maxvit_nano_rw_256.sw_in1k"),
+        "{err}"
+    );
+}

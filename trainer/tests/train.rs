@@ -68,9 +68,26 @@ fn smoke_config_learns_fashion_mnist() {
     assert_eq!(summary.lines().next().unwrap(), "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr");
     assert_eq!(summary.lines().count(), 3);
     assert!(cfg.run_dir().join("config.toml").is_file());
-    for plot in ["loss.png", "accuracy.png", "lr.png"] {
-        let img = image::open(cfg.run_dir().join("plots").join(plot)).unwrap().to_rgb8();
-        assert!(img.pixels().any(|p| p.0 == [31, 119, 180]), "{plot} has a curve");
+    // Per-step rows at the log interval, increasing steps, both epochs.
+    let steps = trainer::metrics::read_steps(&cfg.run_dir().join("metrics.csv")).unwrap();
+    assert!(steps.len() >= 4 && steps.windows(2).all(|w| w[0].step < w[1].step), "{steps:?}");
+    assert_eq!((steps[0].epoch, steps.last().unwrap().epoch), (0, 1));
+    let plots = cfg.run_dir().join("plots");
+    for (plot, texts) in [
+        (
+            "loss",
+            &["Loss", "optimizer step", "cross-entropy (nats)", "train, mean per log interval", "eval, end of epoch"][..],
+        ),
+        ("accuracy", &["Eval accuracy", "epoch", "accuracy (%)", "top-1", "top-5"][..]),
+        ("lr", &["Learning rate", "optimizer step", "learning rate"][..]),
+    ] {
+        let img = image::open(plots.join(format!("{plot}.png"))).unwrap().to_rgb8();
+        assert!(img.pixels().any(|p| p.0 == [31, 119, 180]), "{plot}.png has a blue curve");
+        // Title, axis labels and legend entries, as text in the SVG.
+        let svg = std::fs::read_to_string(plots.join(format!("{plot}.svg"))).unwrap();
+        for text in texts {
+            assert!(svg.lines().any(|l| l.trim_start().starts_with(text)), "{plot}.svg lacks '{text}'");
+        }
     }
 }
 

@@ -2,6 +2,8 @@ pub mod benchmark;
 pub mod census;
 pub mod collective;
 pub mod data;
+pub mod embed;
+pub mod features;
 pub mod golden;
 pub mod inspect;
 pub mod models;
