@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::metrics::{read_steps, STEP_FILE};
 
@@ -36,8 +37,8 @@ struct Chart {
     x_label: &'static str,
     y_label: &'static str,
     series: Vec<Series>,
-    /// Where the legend goes clear of the curves: upper right for falling, lower right for rising.
-    legend: SeriesLabelPosition,
+    /// An upper bound of the y axis (100 for accuracies).
+    y_max: Option<f64>,
 }
 
 /// Decimals for tick labels ~1/10 of `range` apart.
@@ -72,9 +73,12 @@ where
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{}: {e:?}", chart.title);
     root.fill(&WHITE).map_err(err)?;
+    // The legend gets its own strip under the chart, so that it never hides a point.
+    let (plot_area, legend_area) = root.split_vertically(SIZE.1 - 36);
     let xs = span(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0))).unwrap_or((0.0, 1.0));
     let ys = span(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1))).unwrap_or((0.0, 1.0));
-    let mut ctx = ChartBuilder::on(&root)
+    let ys = (ys.0, chart.y_max.map_or(ys.1, |m| ys.1.min(m)));
+    let mut ctx = ChartBuilder::on(&plot_area)
         .caption(&chart.title, (FONT, 24))
         .margin(16)
         .x_label_area_size(48)
@@ -95,24 +99,22 @@ where
         .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
+    let mut x = 96;
     for s in chart.series.iter().filter(|s| !s.points.is_empty()) {
         let colour = s.colour;
-        let line = LineSeries::new(s.points.iter().copied(), colour.stroke_width(2));
-        ctx.draw_series(line)
-            .map_err(err)?
-            .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        ctx.draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2))).map_err(err)?;
         if s.markers {
             ctx.draw_series(s.points.iter().map(|p| Circle::new(*p, 4, colour.filled()))).map_err(err)?;
         }
+        // Legend entry: a stroke of the colour, then the label.
+        legend_area.draw(&PathElement::new(vec![(x, 14), (x + 28, 14)], colour.stroke_width(3))).map_err(err)?;
+        if s.markers {
+            legend_area.draw(&Circle::new((x + 14, 14), 4, colour.filled())).map_err(err)?;
+        }
+        let style = TextStyle::from((FONT, 16).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        legend_area.draw(&Text::new(s.label.clone(), (x + 36, 14), style)).map_err(err)?;
+        x += 36 + 9 * s.label.chars().count() as i32 + 40;
     }
-    ctx.configure_series_labels()
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(chart.legend.clone())
-        .draw()
-        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }
@@ -172,14 +174,14 @@ pub fn write(run_dir: &Path) -> Result<()> {
             ),
             series("eval, end of epoch", eval_loss, ORANGE, true),
         ],
-        legend: SeriesLabelPosition::UpperRight,
+        y_max: None,
     };
     let lr = Chart {
         title: format!("Learning rate — {name}"),
         x_label: "optimizer step",
         y_label: "learning rate",
         series: vec![series("lr", steps.iter().map(|s| (s.step as f64, s.lr)).collect(), BLUE, false)],
-        legend: SeriesLabelPosition::UpperRight,
+        y_max: None,
     };
     let accuracy = Chart {
         title: format!("Eval accuracy — {name}"),
@@ -189,7 +191,7 @@ pub fn write(run_dir: &Path) -> Result<()> {
             series("top-1", epochs.iter().map(|r| (r[0], r[3])).collect(), BLUE, true),
             series("top-5", epochs.iter().map(|r| (r[0], r[4])).collect(), ORANGE, true),
         ],
-        legend: SeriesLabelPosition::LowerRight,
+        y_max: Some(100.0),
     };
     save(&dir, "loss", &loss)?;
     save(&dir, "lr", &lr)?;

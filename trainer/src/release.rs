@@ -93,8 +93,29 @@ pub fn run<B: Backend>(device: &B::Device, args: ReleaseArgs) -> Result<()> {
         config["model_args"] = json!({"img_size": [h, w], "num_classes": spec.args.num_classes});
         config["maxxvit_cfg"] = serde_json::to_value(&spec.cfg)?;
     }
-    if let Some(labels) = &args.labels {
-        let names: Vec<String> = std::fs::read_to_string(labels)?.lines().map(str::to_string).collect();
+    // --labels, else the training folder's class names the run recorded (when they fit the head).
+    let run_classes = run_dir.join(crate::train::CLASSES_FILE);
+    let names: Option<Vec<String>> = match &args.labels {
+        Some(labels) => {
+            let text =
+                std::fs::read_to_string(labels).with_context(|| format!("reading labels {}", labels.display()))?;
+            let names: Vec<String> = text.lines().map(str::to_string).collect();
+            if names.len() != spec.args.num_classes {
+                bail!(
+                    "{}: {} class names for a head of {} classes",
+                    labels.display(),
+                    names.len(),
+                    spec.args.num_classes
+                );
+            }
+            Some(names)
+        }
+        None => std::fs::read_to_string(&run_classes)
+            .ok()
+            .map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|n| n.len() == spec.args.num_classes),
+    };
+    if let Some(names) = names {
         config["label_names"] = json!(names);
     }
     write_atomic(&args.out.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;

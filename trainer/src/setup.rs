@@ -70,6 +70,8 @@ pub struct Loaders {
     pub train: Loader,
     pub val: Option<Loader>,
     pub num_classes: usize,
+    /// The training ImageFolder's class names (label i = name i); none for WebDataset.
+    pub class_names: Option<Vec<String>>,
 }
 
 pub fn eval_transform(cfg: &RunConfig, spec: &ModelSpec) -> EvalTransform {
@@ -160,6 +162,10 @@ pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize) -> 
     }
     let train_src = source(cfg, &d.train_split, &d.train_shards)?
         .with_context(|| format!("no training split '{}' under {}", d.train_split, d.root.display()))?;
+    let class_names = match &train_src {
+        Source::Folder(folder) => Some(folder.classes.clone()),
+        _ => None,
+    };
     let eval = eval_transform(cfg, spec);
     let base = LoaderConfig {
         batch_size,
@@ -177,5 +183,5 @@ pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize) -> 
         Some(src) => Some(Loader::new(src, Pipeline::Eval(eval), LoaderConfig { train: false, ..base })?),
         None => None,
     };
-    Ok(Loaders { train, val, num_classes: cfg.model.num_classes })
+    Ok(Loaders { train, val, num_classes: cfg.model.num_classes, class_names })
 }

@@ -187,6 +187,9 @@ impl<B: Backend> LossWindow<B> {
     }
 }
 
+/// The training classes in label order, one per line, in the run directory.
+pub const CLASSES_FILE: &str = "classes.txt";
+
 impl<'d, B: Backend> Trainer<'d, B> {
     /// Model, optimizer, EMA and loaders; resumed from a checkpoint or initial weights; rank 0's
     /// state on every rank.
@@ -201,6 +204,10 @@ impl<'d, B: Backend> Trainer<'d, B> {
         if main {
             std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
             model::state_dict::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+            // The class names `release` stores as label_names, so predictions print names.
+            if let Some(names) = &loaders.class_names {
+                model::state_dict::write_atomic(&run_dir.join(CLASSES_FILE), (names.join("\n") + "\n").as_bytes())?;
+            }
         }
 
         <Ad<B> as Backend>::seed(device, splitmix64(cfg.training.seed ^ 0x1417));
