@@ -69,13 +69,13 @@ run golden-no-fusion 100 "$RESULTS/golden_no_fusion.txt" "$BIN" golden-check --d
 run golden-bf16 90 "$RESULTS/golden_bf16.txt" "$BIN" golden-check --dir "$GOLDEN" --device cuda --amp bf16
 
 # (b) NCCL at world size 1, then over every GPU of the machine.
-run nccl-world1 60 "$RESULTS/nccl.txt" env MASTER_PORT=29531 "$BIN" collective-check --device cuda --rounds 20
+run nccl-world1 60 "$RESULTS/nccl.txt" env MASTER_PORT=29531 "$BIN" collective-check --device cuda --rounds 20 --elems 6553600 --elems 116000000
 if ((GPUS > 1)); then
     say "nccl-all-gpus: $GPUS ranks"
     pids=()
     for ((r = 0; r < GPUS; r++)); do
         RANK=$r WORLD_SIZE=$GPUS LOCAL_RANK=$r LOCAL_WORLD_SIZE=$GPUS MASTER_ADDR=127.0.0.1 MASTER_PORT=29532 \
-            timeout --kill-after=10 60 "$BIN" collective-check --device cuda --rounds 20 >>"$RESULTS/nccl.txt" 2>>"$LOG" &
+            timeout --kill-after=10 60 "$BIN" collective-check --device cuda --rounds 20 --elems 6553600 --elems 116000000 >>"$RESULTS/nccl.txt" 2>>"$LOG" &
         pids+=($!)
     done
     code=0

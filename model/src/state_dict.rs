@@ -394,6 +394,81 @@ impl<B: Backend> ModuleMapper<B> for Applier {
     }
 }
 
+/// Every float entry (or only the BatchNorm buffers) as a detached 1-D tensor on the model's
+/// device, counters as f32 (exact below 2^24): what data parallelism broadcasts without a trip
+/// through host memory.
+struct TensorCollector<B: Backend> {
+    out: Vec<(String, Tensor<B, 1>)>,
+    buffers_only: bool,
+}
+
+impl<B: Backend> KeyedVisitor<B> for TensorCollector<B> {
+    fn float<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>) {
+        if self.buffers_only && kind_of(&key) == EntryKind::Parameter {
+            return;
+        }
+        let t = param.val().detach();
+        let n = t.shape().num_elements();
+        self.out.push((key, t.reshape([n])));
+    }
+
+    fn int<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D, Int>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.out.push((key, t.reshape([n]).float()));
+    }
+}
+
+/// Replaces entries by key with 1-D tensors of [`MaxxVit::flat_tensors`]' layout.
+struct TensorApplier<B: Backend> {
+    path: KeyPath,
+    values: HashMap<String, Tensor<B, 1>>,
+}
+
+impl<B: Backend> ModuleMapper<B> for TensorApplier<B> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+    }
+
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        self.path.exit(container);
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        match self.values.remove(&self.path.key()) {
+            Some(flat) => {
+                let tensor = flat.reshape(param.lazy_shape());
+                let id = param.id;
+                param.transform_for_load(tensor, id)
+            }
+            None => param,
+        }
+    }
+
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
+        match self.values.remove(&self.path.key()) {
+            Some(flat) => {
+                let shape = param.val().shape();
+                Param::initialized(param.id, flat.round().int().reshape(shape))
+            }
+            None => param,
+        }
+    }
+}
+
+impl<B: Backend> MaxxVit<B> {
+    /// State-dict entries as 1-D device tensors, in state-dict order (see [`TensorCollector`]).
+    pub fn flat_tensors(&self, buffers_only: bool) -> Vec<(String, Tensor<B, 1>)> {
+        visit_keyed(self, TensorCollector { out: vec![], buffers_only }).out
+    }
+
+    /// Replace the named entries with 1-D tensors as [`MaxxVit::flat_tensors`] returns them.
+    pub fn set_flat_tensors(self, values: HashMap<String, Tensor<B, 1>>) -> Self {
+        let features_only = self.args.features_only;
+        self.map(&mut TensorApplier { path: KeyPath::new(features_only), values })
+    }
+}
+
 /// Load timm-layout weights into `model`. Shapes, dtypes and key sets are checked before any
 /// tensor is replaced, so a failed load leaves the model as it was.
 pub fn load_safetensors<B: Backend>(

@@ -281,9 +281,10 @@ enum Command {
         /// cpu (TCP) or cuda (NCCL; cuda means cuda:LOCAL_RANK).
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
-        /// f32 elements per all-reduce (default: a 25 MB gradient bucket).
-        #[arg(long, default_value_t = 25 * 1024 * 1024 / 4)]
-        elems: usize,
+        /// f32 elements per timed all-reduce, repeatable (default: a 25 MB gradient bucket;
+        /// 116000000 is maxxvitv2_rmlp_base_rw_224's 464 MB of gradients).
+        #[arg(long, default_values_t = [25 * 1024 * 1024 / 4])]
+        elems: Vec<usize>,
         #[arg(long, default_value_t = 20)]
         rounds: usize,
         #[arg(long, default_value_t = 120)]
@@ -506,7 +507,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::CollectiveCheck { device, elems, rounds, timeout_s } => {
-            commands::collective::run(commands::collective::CheckArgs { device, elems, rounds, timeout_s })
+            let device = commands::collective::rank_device(device)?;
+            let args = commands::collective::CheckArgs { device, elems, rounds, timeout_s };
+            with_backend!(device, |B, dev| commands::collective::run::<B>(&dev, args))
         }
     }
 }

@@ -299,7 +299,7 @@ fn collective_check_runs_over_processes_and_refuses_cuda_without_it() {
     let children: Vec<Child> = (0..2)
         .map(|rank| {
             Command::new(exe())
-                .args(["collective-check", "--elems", "100000", "--rounds", "3"])
+                .args(["collective-check", "--elems", "100000", "--elems", "3000", "--rounds", "3"])
                 .env("RANK", rank.to_string())
                 .env("WORLD_SIZE", "2")
                 .env("MASTER_ADDR", "127.0.0.1")
@@ -315,12 +315,17 @@ fn collective_check_runs_over_processes_and_refuses_cuda_without_it() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let report = String::from_utf8_lossy(&outputs[0].stdout);
-    let json: serde_json::Value = serde_json::from_str(report.lines().last().unwrap()).unwrap();
-    assert_eq!(
-        (json["backend"].as_str(), json["world"].as_u64(), json["correct"].as_bool()),
-        (Some("tcp"), Some(2), Some(true))
-    );
-    assert!(json["median_ms"].as_f64().unwrap() > 0.0);
+    // One JSON line per bucket size, timing the device-bucket path the gradients take.
+    let lines: Vec<serde_json::Value> =
+        report.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|j| j["elems"].as_u64().unwrap()).collect::<Vec<_>>(), [100000, 3000], "{report}");
+    for json in &lines {
+        assert_eq!(
+            (json["backend"].as_str(), json["world"].as_u64(), json["correct"].as_bool(), json["buffer"].as_str()),
+            (Some("tcp"), Some(2), Some(true), Some("device"))
+        );
+        assert!(json["median_ms"].as_f64().unwrap() > 0.0);
+    }
 
     if !cfg!(feature = "cuda") {
         let o = Command::new(exe()).args(["collective-check", "--device", "cuda"]).output().unwrap();

@@ -1,12 +1,13 @@
 //! Gradients and model state across ranks, moved as PyTorch DDP moves them.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
-use model::state_dict::Values;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use model::MaxxVit;
 
-use super::Collective;
+use super::{Collective, Flat};
 use crate::optim::KeyedGrads;
 
 /// ~25 MB of f32 per all-reduce, PyTorch DDP's default bucket size.
@@ -16,6 +17,11 @@ pub const BUCKET_ELEMS: usize = 25 * 1024 * 1024 / 4;
 /// parameter order (`params`: key and element count, in model order). A rank whose micro-batches
 /// were all unreadable passes `contributed = false` and still joins with zeros, so no rank waits
 /// on it; the divisor counts only contributing ranks. Returns that count (0: skip the update).
+///
+/// Each bucket is one flat tensor concatenated on the device, reduced in place by the
+/// collective ([`Collective::all_reduce_sum_device`]: NCCL on device memory, TCP through the
+/// host), then scaled and split on the device. The one host read is the contributor count
+/// (4 bytes, first slot of the first bucket): it picks the divisor and whether to step at all.
 pub fn all_reduce_grads<B: Backend>(
     grads: &mut KeyedGrads<B>,
     params: &[(String, usize)],
@@ -38,29 +44,28 @@ pub fn all_reduce_grads<B: Backend>(
             elems += keys[end].1;
             end += 1;
         }
-        let mut bucket = Vec::with_capacity(elems);
+        let mut parts = Vec::with_capacity(end - start + 1);
         if flag_slot == 1 {
-            bucket.push(if contributed { 1.0 } else { 0.0 });
+            parts.push(Tensor::<B, 1>::from_data(TensorData::new(vec![f32::from(u8::from(contributed))], [1]), device));
         }
         for (k, n) in &keys[start..end] {
-            match grads.grads.get(k) {
-                Some(g) if contributed => {
-                    bucket.extend(g.clone().into_data().convert::<f32>().to_vec::<f32>().expect("grad data"))
-                }
-                _ => bucket.resize(bucket.len() + n, 0.0),
-            }
+            parts.push(match grads.grads.get(k) {
+                Some(g) if contributed => g.clone(),
+                _ => Tensor::zeros([*n], device),
+            });
         }
-        c.all_reduce_sum(&mut bucket, "gradients")?;
+        let mut bucket = Flat(Tensor::cat(parts, 0));
+        c.all_reduce_sum_device(&mut bucket, "gradients")?;
         let mut offset = 0;
         if flag_slot == 1 {
-            contributors = bucket[0].round() as usize;
+            let count: f32 = bucket.0.clone().slice(0..1).into_scalar().elem();
+            contributors = count.round() as usize;
             offset = 1;
             flag_slot = 0;
         }
-        let scale = 1.0 / contributors.max(1) as f32;
+        let mean = bucket.0.mul_scalar(1.0 / contributors.max(1) as f32);
         for (k, n) in &keys[start..end] {
-            let mean: Vec<f32> = bucket[offset..offset + n].iter().map(|v| v * scale).collect();
-            grads.grads.insert(k.clone(), Tensor::from_data(TensorData::new(mean, [*n]), device));
+            grads.grads.insert(k.clone(), mean.clone().slice(offset..offset + n));
             offset += n;
         }
         start = end;
@@ -70,6 +75,8 @@ pub fn all_reduce_grads<B: Backend>(
 
 /// Rank 0's values on every rank: everything at the start (`buffers_only = false`), or the
 /// BatchNorm buffers after each forward (DDP's `broadcast_buffers`, which keeps ranks identical).
+/// One flat device tensor of every entry, broadcast in place by the collective, split back on
+/// the device.
 pub fn broadcast_state<B: Backend>(
     model: MaxxVit<B>,
     c: &mut dyn Collective,
@@ -78,34 +85,18 @@ pub fn broadcast_state<B: Backend>(
     if c.world() == 1 {
         return Ok(model);
     }
-    let mut entries = if buffers_only { model.buffer_state() } else { model.state_dict() };
+    let entries = model.flat_tensors(buffers_only);
     if entries.is_empty() {
         return Ok(model);
     }
-    let mut flat: Vec<f32> = Vec::new();
-    for (_, v) in &entries {
-        match v {
-            Values::F32(f) => flat.extend_from_slice(f),
-            // Counters stay far below 2^24, so they travel exactly as f32.
-            Values::I64(i) => flat.extend(i.iter().map(|x| *x as f32)),
-        }
-    }
-    c.broadcast(&mut flat, if buffers_only { "buffers" } else { "initial weights" })?;
+    let sizes: Vec<(String, usize)> = entries.iter().map(|(k, t)| (k.clone(), t.dims()[0])).collect();
+    let mut flat = Flat(Tensor::cat(entries.into_iter().map(|(_, t)| t).collect(), 0));
+    c.broadcast_device(&mut flat, if buffers_only { "buffers" } else { "initial weights" })?;
     let mut offset = 0;
-    for (_, v) in &mut entries {
-        match v {
-            Values::F32(f) => {
-                let n = f.len();
-                f.copy_from_slice(&flat[offset..offset + n]);
-                offset += n;
-            }
-            Values::I64(i) => {
-                for x in i.iter_mut() {
-                    *x = flat[offset] as i64;
-                    offset += 1;
-                }
-            }
-        }
+    let mut values = HashMap::with_capacity(sizes.len());
+    for (key, n) in sizes {
+        values.insert(key, flat.0.clone().slice(offset..offset + n));
+        offset += n;
     }
-    Ok(model.set_state(entries))
+    Ok(model.set_flat_tensors(values))
 }

@@ -13,6 +13,36 @@ pub mod tcp;
 pub mod watchdog;
 
 use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+/// A flat f32 tensor on the training device: a gradient bucket, or the state being broadcast.
+/// Collectives that reach device memory (NCCL) work on it in place; the others read it to the
+/// host and write the result back ([`Collective::all_reduce_sum_device`]'s default).
+pub trait DeviceBuffer {
+    /// Its values in host memory (a device-to-host copy).
+    fn read(&self) -> Result<Vec<f32>>;
+    /// Replace its values with `values` (a host-to-device copy).
+    fn write(&mut self, values: Vec<f32>);
+    /// The tensor itself, for collectives that know its backend (NCCL downcasts to `Flat<Cuda>`).
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// A 1-D tensor of any backend as a [`DeviceBuffer`].
+pub struct Flat<B: Backend>(pub Tensor<B, 1>);
+
+impl<B: Backend> DeviceBuffer for Flat<B> {
+    fn read(&self) -> Result<Vec<f32>> {
+        self.0.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
+    fn write(&mut self, values: Vec<f32>) {
+        let n = values.len();
+        self.0 = Tensor::from_data(TensorData::new(values, [n]), &self.0.device());
+    }
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
 
 /// What every rank of a job can do together.
 pub trait Collective {
@@ -25,6 +55,21 @@ pub trait Collective {
     fn broadcast(&mut self, buf: &mut [f32], what: &str) -> Result<()>;
     fn barrier(&mut self, what: &str) -> Result<()> {
         self.all_reduce_sum(&mut [], what)
+    }
+    /// Element-wise sum over ranks of a device buffer, in place. This default goes through host
+    /// memory (TCP, in-process: the CPU path, deterministic); NCCL works on device memory.
+    fn all_reduce_sum_device(&mut self, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
+        let mut host = buf.read()?;
+        self.all_reduce_sum(&mut host, what)?;
+        buf.write(host);
+        Ok(())
+    }
+    /// Rank 0's device buffer on every rank (default through host memory, as above).
+    fn broadcast_device(&mut self, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
+        let mut host = buf.read()?;
+        self.broadcast(&mut host, what)?;
+        buf.write(host);
+        Ok(())
     }
     fn is_main(&self) -> bool {
         self.rank() == 0

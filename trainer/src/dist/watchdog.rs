@@ -100,4 +100,10 @@ impl Collective for Watchdog {
     fn barrier(&mut self, what: &str) -> Result<()> {
         self.guard(what, |c| c.barrier(what))
     }
+    fn all_reduce_sum_device(&mut self, buf: &mut dyn super::DeviceBuffer, what: &str) -> Result<()> {
+        self.guard(what, |c| c.all_reduce_sum_device(buf, what))
+    }
+    fn broadcast_device(&mut self, buf: &mut dyn super::DeviceBuffer, what: &str) -> Result<()> {
+        self.guard(what, |c| c.broadcast_device(buf, what))
+    }
 }
