@@ -407,7 +407,9 @@ impl<B: Backend> KeyedVisitor<B> for TensorCollector<B> {
         if self.buffers_only && kind_of(&key) == EntryKind::Parameter {
             return;
         }
-        let t = param.val().detach();
+        // Burn's detach keeps require_grad; untracked, the tensors built from these (buckets,
+        // slices) are leaves that set_flat_tensors can make trainable again.
+        let t = param.val().detach().set_require_grad(false);
         let n = t.shape().num_elements();
         self.out.push((key, t.reshape([n])));
     }
