@@ -101,6 +101,14 @@ impl ImageFolder {
     }
 }
 
+/// The image files (by extension, [`IMAGE_EXTENSIONS`]) under `dir`, recursively, in path order.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
     let entries = std::fs::read_dir(dir).map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {

@@ -2,10 +2,11 @@
 //! under a folder, to one safetensors file: `embeddings` `[N, D]`, and the images' paths
 //! (relative to the folder, in row order) as JSON in the metadata key `files`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
+use data::folder::{image_files, IMAGE_EXTENSIONS};
 
 use super::predict::{image_batch, load_model, transform, Collected};
 use crate::model_spec::ModelSpec;
@@ -18,30 +19,9 @@ pub struct EmbedArgs {
     pub batch_size: usize,
 }
 
-const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
-
-/// Image files under `dir`, recursively, sorted by path (the embedding rows' order).
-pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = vec![];
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = entry?.path();
-            let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-            if path.is_dir() {
-                pending.push(path);
-            } else if ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// Returns the `[N, D]` shape written.
 pub fn run<B: Backend>(device: &B::Device, args: EmbedArgs) -> Result<[usize; 2]> {
-    let files = image_files(&args.folder)?;
+    let files = image_files(&args.folder).with_context(|| format!("reading {}", args.folder.display()))?;
     if files.is_empty() {
         bail!("{}: no image files ({}) in it or below it", args.folder.display(), IMAGE_EXTENSIONS.join(", "));
     }

@@ -44,6 +44,14 @@ impl<B: Backend> DeviceBuffer for Flat<B> {
     }
 }
 
+/// Run a host collective `op` on `buf`'s values: read to the host, `op`, written back.
+pub fn via_host(buf: &mut dyn DeviceBuffer, op: impl FnOnce(&mut [f32]) -> Result<()>) -> Result<()> {
+    let mut host = buf.read()?;
+    op(&mut host)?;
+    buf.write(host);
+    Ok(())
+}
+
 /// What every rank of a job can do together.
 pub trait Collective {
     fn rank(&self) -> usize;
@@ -59,17 +67,11 @@ pub trait Collective {
     /// Element-wise sum over ranks of a device buffer, in place. This default goes through host
     /// memory (TCP, in-process: the CPU path, deterministic); NCCL works on device memory.
     fn all_reduce_sum_device(&mut self, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
-        let mut host = buf.read()?;
-        self.all_reduce_sum(&mut host, what)?;
-        buf.write(host);
-        Ok(())
+        via_host(buf, |host| self.all_reduce_sum(host, what))
     }
     /// Rank 0's device buffer on every rank (default through host memory, as above).
     fn broadcast_device(&mut self, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
-        let mut host = buf.read()?;
-        self.broadcast(&mut host, what)?;
-        buf.write(host);
-        Ok(())
+        via_host(buf, |host| self.broadcast(host, what))
     }
     fn is_main(&self) -> bool {
         self.rank() == 0

@@ -22,7 +22,7 @@ use cudarc::driver::{CudaContext, CudaStream, DevicePtr, DevicePtrMut, DeviceSli
 use cudarc::nccl::{Comm, Id, ReduceOp};
 
 use super::tcp::Tcp;
-use super::{Collective, DeviceBuffer, Flat, Rendezvous};
+use super::{via_host, Collective, DeviceBuffer, Flat, Rendezvous};
 
 /// The un-fused backend under `Cuda`'s fusion: its tensors own the CubeCL buffers.
 type CudaInner = CubeBackend<CudaRuntime, f32, i32, u8>;
@@ -185,7 +185,8 @@ impl Collective for Nccl {
         self.control.barrier(what)
     }
     fn all_reduce_sum_device(&mut self, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
-        let Some(t) = cuda_tensor(buf) else { return host_all_reduce(self, buf, what) };
+        // A buffer of another backend (bf16-pure training, say): through host memory.
+        let Some(t) = cuda_tensor(buf) else { return via_host(buf, |host| self.all_reduce_sum(host, what)) };
         let rank = self.comm.rank();
         self.on_device(t, what, |comm, memory| {
             comm.all_reduce_in_place(memory, &ReduceOp::Sum)
@@ -194,7 +195,7 @@ impl Collective for Nccl {
         })
     }
     fn broadcast_device(&mut self, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
-        let Some(t) = cuda_tensor(buf) else { return host_broadcast(self, buf, what) };
+        let Some(t) = cuda_tensor(buf) else { return via_host(buf, |host| self.broadcast(host, what)) };
         let rank = self.comm.rank();
         self.on_device(t, what, |comm, memory| {
             comm.broadcast_in_place(memory, 0)
@@ -202,19 +203,4 @@ impl Collective for Nccl {
                 .map_err(|e| anyhow!("rank {rank}: {what}: NCCL broadcast: {e:?}"))
         })
     }
-}
-
-/// A buffer of another backend (bf16-pure training, say): through host memory.
-fn host_all_reduce(c: &mut Nccl, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
-    let mut host = buf.read()?;
-    c.all_reduce_sum(&mut host, what)?;
-    buf.write(host);
-    Ok(())
-}
-
-fn host_broadcast(c: &mut Nccl, buf: &mut dyn DeviceBuffer, what: &str) -> Result<()> {
-    let mut host = buf.read()?;
-    c.broadcast(&mut host, what)?;
-    buf.write(host);
-    Ok(())
 }
