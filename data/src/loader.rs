@@ -19,6 +19,7 @@ use crate::decode::Decoder;
 use crate::folder::ImageFolder;
 use crate::rng::{key_id, Rng};
 use crate::sampler::{IndexSampler, ShardPlan, ShuffleBuffer};
+use crate::transform::train::Erasure;
 use crate::transform::{normalize_chw, to_chw_u8, EvalTransform, TrainTransform, TrainTransformConfig};
 use crate::wds::{LabelSource, ShardReader, WdsSample};
 use crate::DataError;
@@ -107,6 +108,8 @@ pub struct Batch {
     pub shape: [usize; 4],
     pub f32: Vec<f32>,
     pub u8: Vec<u8>,
+    /// With `u8` training output: RandomErasing boxes `(row, box)` to apply after normalising.
+    pub erasures: Vec<(usize, Erasure)>,
     pub labels: Vec<usize>,
     /// Sample identities: the index (ImageFolder) or the key (shards).
     pub ids: Vec<String>,
@@ -176,13 +179,13 @@ impl Worker {
         output: Output,
         f32_out: &mut [f32],
         u8_out: &mut [u8],
-    ) -> Result<(), String> {
+    ) -> Result<Vec<Erasure>, String> {
         match &mut self.transform {
             WorkerTransform::Train(t) => {
                 let aug = t.augment_encoded(&mut self.decoder, bytes, rng)?;
                 match output {
                     Output::F32 => t.finish_f32(&aug, rng, f32_out),
-                    Output::U8 => to_chw_u8(&aug, u8_out),
+                    Output::U8 => return Ok(t.finish_u8(&aug, rng, u8_out)),
                 }
             }
             WorkerTransform::Eval(e) => {
@@ -194,7 +197,7 @@ impl Worker {
                 }
             }
         }
-        Ok(())
+        Ok(vec![])
     }
 }
 
@@ -212,7 +215,7 @@ impl BatchBuilder {
             Output::U8 => (vec![], vec![0u8; capacity * per_image]),
         };
         Self {
-            batch: Batch { epoch, step, shape: [0, 3, h, w], f32: f, u8: u, labels: vec![], ids: vec![] },
+            batch: Batch { epoch, step, shape: [0, 3, h, w], f32: f, u8: u, erasures: vec![], labels: vec![], ids: vec![] },
             per_image,
         }
     }
@@ -232,7 +235,8 @@ impl BatchBuilder {
             Output::F32 => (&mut self.batch.f32[range], &mut [][..]),
             Output::U8 => (&mut [][..], &mut self.batch.u8[range]),
         };
-        worker.process(bytes, rng, output, f, u)?;
+        let erasures = worker.process(bytes, rng, output, f, u)?;
+        self.batch.erasures.extend(erasures.into_iter().map(|e| (n, e)));
         self.batch.labels.push(label);
         self.batch.ids.push(id);
         Ok(())

@@ -51,17 +51,54 @@ pub fn smoothed_targets(labels: &[usize], num_classes: usize, smoothing: f64) ->
     out
 }
 
-/// Mix a normalised `[B, C, H, W]` batch in place and return the soft targets `[B, classes]`.
-/// λ, the mixup/cutmix choice and the box come from `rng` (seed it per step for exact resume).
-pub fn mix_batch(
-    cfg: &MixupConfig,
-    images: &mut [f32],
-    shape: [usize; 4],
-    labels: &[usize],
-    num_classes: usize,
-    rng: &mut Rng,
-) -> Vec<f32> {
-    let [b, c, h, w] = shape;
+/// One batch's mixing, drawn on the host; applied to the host batch ([`Mix::apply`]) or, the
+/// same arithmetic, on the device after normalisation (timm mixes after its prefetcher).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mix {
+    None,
+    /// Sample `i` ← `lam`·sample `i` + `rest`·sample `B−1−i` (timm `mixup`, batch mode).
+    Blend { lam: f32, rest: f32 },
+    /// Rows `y0..y1`, columns `x0..x1` of sample `i` ← those of sample `B−1−i` (timm `cutmix`).
+    Cut { rows: (usize, usize), cols: (usize, usize) },
+}
+
+impl Mix {
+    /// Mix a normalised `[B, C, H, W]` batch in place.
+    pub fn apply(&self, images: &mut [f32], [b, c, h, w]: [usize; 4]) {
+        let (plane, sample) = (h * w, c * h * w);
+        let original = match self {
+            Mix::None => return,
+            _ => images[..b * sample].to_vec(),
+        };
+        match *self {
+            Mix::None => {}
+            Mix::Cut { rows: (yl, yh), cols: (xl, xh) } => {
+                for i in 0..b {
+                    let j = b - 1 - i;
+                    for ch in 0..c {
+                        for y in yl..yh {
+                            let (dst, src) = (i * sample + ch * plane + y * w, j * sample + ch * plane + y * w);
+                            images[dst + xl..dst + xh].copy_from_slice(&original[src + xl..src + xh]);
+                        }
+                    }
+                }
+            }
+            Mix::Blend { lam, rest } => {
+                for i in 0..b {
+                    let j = b - 1 - i;
+                    for k in 0..sample {
+                        images[i * sample + k] = original[i * sample + k] * lam + original[j * sample + k] * rest;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// timm `Mixup` for one batch of `labels` and `[h, w]` images: the mixing and the soft targets
+/// `[B, classes]`. λ, the mixup/cutmix choice and the box come from `rng` (seed it per step for
+/// exact resume).
+pub fn plan_mix(cfg: &MixupConfig, labels: &[usize], num_classes: usize, [h, w]: [usize; 2], rng: &mut Rng) -> (Mix, Vec<f32>) {
     // timm forces cutmix_alpha = 1 when a min/max box ratio is given.
     let cutmix_alpha = if cfg.cutmix_minmax.is_some() { 1.0 } else { cfg.cutmix_alpha };
     let mut lam = 1.0;
@@ -78,10 +115,8 @@ pub fn mix_batch(
             rng.beta(cutmix_alpha, cutmix_alpha)
         };
     }
-    let plane = h * w;
-    let sample = c * plane;
+    let mut mix = Mix::None;
     if lam < 1.0 {
-        let original = images[..b * sample].to_vec();
         if use_cutmix {
             let (yl, yh, xl, xh) = match cfg.cutmix_minmax {
                 Some([lo, hi]) => {
@@ -101,28 +136,29 @@ pub fn mix_batch(
                 }
             };
             // timm corrects λ to the pasted area.
-            lam = 1.0 - ((yh - yl) * (xh - xl)) as f64 / plane as f64;
-            for i in 0..b {
-                let j = b - 1 - i;
-                for ch in 0..c {
-                    for y in yl..yh {
-                        let (dst, src) = (i * sample + ch * plane + y * w, j * sample + ch * plane + y * w);
-                        images[dst + xl..dst + xh].copy_from_slice(&original[src + xl..src + xh]);
-                    }
-                }
-            }
+            lam = 1.0 - ((yh - yl) * (xh - xl)) as f64 / (h * w) as f64;
+            mix = Mix::Cut { rows: (yl, yh), cols: (xl, xh) };
         } else {
-            let (l, r) = (lam as f32, (1.0 - lam) as f32);
-            for i in 0..b {
-                let j = b - 1 - i;
-                for k in 0..sample {
-                    images[i * sample + k] = original[i * sample + k] * l + original[j * sample + k] * r;
-                }
-            }
+            mix = Mix::Blend { lam: lam as f32, rest: (1.0 - lam) as f32 };
         }
     }
     let y1 = smoothed_targets(labels, num_classes, cfg.label_smoothing);
     let flipped: Vec<usize> = labels.iter().rev().copied().collect();
     let y2 = smoothed_targets(&flipped, num_classes, cfg.label_smoothing);
-    y1.iter().zip(&y2).map(|(a, b)| a * lam as f32 + b * (1.0 - lam) as f32).collect()
+    (mix, y1.iter().zip(&y2).map(|(a, b)| a * lam as f32 + b * (1.0 - lam) as f32).collect())
+}
+
+/// Mix a normalised `[B, C, H, W]` batch in place and return the soft targets `[B, classes]`
+/// ([`plan_mix`], then [`Mix::apply`]).
+pub fn mix_batch(
+    cfg: &MixupConfig,
+    images: &mut [f32],
+    shape: [usize; 4],
+    labels: &[usize],
+    num_classes: usize,
+    rng: &mut Rng,
+) -> Vec<f32> {
+    let (mix, targets) = plan_mix(cfg, labels, num_classes, [shape[2], shape[3]], rng);
+    mix.apply(images, shape);
+    targets
 }

@@ -62,11 +62,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn optimizer_bytes<B: AutodiffBackend>(opt: &Optimizer<B>) -> Result<Vec<u8>> {
-    let mut keys: Vec<&String> = opt.state.keys().collect();
-    keys.sort();
+    let mut moments = opt.moments();
+    moments.sort_by(|a, b| a.0.cmp(&b.0));
     let mut entries = Vec::new();
-    for key in keys {
-        let m = &opt.state[key];
+    for (key, m) in &moments {
         for (name, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
             let v = t.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             entries.push((
@@ -181,21 +180,22 @@ pub fn load_optimizer<B: AutodiffBackend>(
     let path = ckpt.join("optimizer.safetensors");
     let tensors = model::golden::read_tensors(&path)?;
     let step = tensors.get("step").and_then(|t| t.i64.first().copied());
-    opt.step = step.with_context(|| format!("{}: no optimizer step", path.display()))? as u64;
-    opt.state.clear();
-    for (name, t) in &tensors {
+    let step = step.with_context(|| format!("{}: no optimizer step", path.display()))? as u64;
+    let load = |n: &str| {
+        let v = &tensors[n];
+        Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v.f32.clone(), [v.f32.len()]), device)
+    };
+    let mut moments = HashMap::new();
+    for name in tensors.keys() {
         if let Some(key) = name.strip_prefix("exp_avg.") {
-            let load = |n: &str| {
-                let v = &tensors[n];
-                Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v.f32.clone(), [v.f32.len()]), device)
-            };
-            opt.state.insert(
-                key.to_string(),
-                Moments { exp_avg: load(name), exp_avg_sq: load(&format!("exp_avg_sq.{key}")) },
-            );
+            let second = format!("exp_avg_sq.{key}");
+            if !tensors.contains_key(&second) {
+                bail!("{}: {name} has no {second}", path.display());
+            }
+            moments.insert(key.to_string(), Moments { exp_avg: load(name), exp_avg_sq: load(&second) });
         }
-        let _ = t;
     }
+    opt.restore(step, moments);
     Ok(())
 }
 

@@ -3,19 +3,22 @@
 //! buffers copied; `d = 0` on the first update, then `decay` (or, with warmup,
 //! `min(decay, 1 − (1 + s)^(−2/3))`, `s = step − 1`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use model::MaxxVit;
 
-use crate::optim::KeyPath;
+use crate::optim::{KeyPath, Optimizer};
 
 pub struct Ema<B: AutodiffBackend> {
-    pub model: MaxxVit<B::InnerBackend>,
+    model: MaxxVit<B::InnerBackend>,
     pub decay: f64,
     pub warmup: bool,
+    /// The EMA of the optimizer's flat groups (same layout, tagged with its generation); the
+    /// EMA model's parameters are views of these.
+    flat: Option<(u64, Vec<Tensor<B::InnerBackend, 1>>)>,
 }
 
 struct Snapshot<B: Backend> {
@@ -52,6 +55,15 @@ struct Blend<B: Backend> {
     keep: f64,
 }
 
+/// Float state the optimizer's groups do not hold (BatchNorm statistics, parameters without
+/// gradients) and integer buffers: blended or copied one tensor at a time.
+fn snapshot_outside<B: AutodiffBackend>(model: &MaxxVit<B>, grouped: &HashSet<&str>) -> Snapshot<B::InnerBackend> {
+    let mut snap = Snapshot::<B::InnerBackend> { path: KeyPath::new(false), floats: HashMap::new(), ints: HashMap::new() };
+    model.visit(&mut snap);
+    snap.floats.retain(|k, _| !grouped.contains(k.as_str()));
+    snap
+}
+
 impl<B: Backend> ModuleMapper<B> for Blend<B> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
@@ -78,7 +90,16 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
 
 impl<B: AutodiffBackend> Ema<B> {
     pub fn new(model: &MaxxVit<B>, decay: f64, warmup: bool) -> Self {
-        Self { model: model.valid(), decay, warmup }
+        Self { model: model.valid(), decay, warmup, flat: None }
+    }
+
+    pub fn model(&self) -> &MaxxVit<B::InnerBackend> {
+        &self.model
+    }
+
+    /// Replace the EMA weights (a resumed checkpoint's).
+    pub fn set_model(&mut self, model: MaxxVit<B::InnerBackend>) {
+        (self.model, self.flat) = (model, None);
     }
 
     pub fn decay_at(&self, step: u64) -> f64 {
@@ -93,13 +114,25 @@ impl<B: AutodiffBackend> Ema<B> {
         }
     }
 
-    /// Blend the current model in after optimizer update number `step` (1-based).
-    pub fn update(&mut self, model: &MaxxVit<B>, step: u64) {
-        let mut snap =
-            Snapshot::<B::InnerBackend> { path: KeyPath::new(false), floats: HashMap::new(), ints: HashMap::new() };
-        model.visit(&mut snap);
+    /// Blend the current model in after optimizer update number `step` (1-based): one lerp per
+    /// group of `opt`'s flat parameters, the rest one tensor at a time.
+    pub fn update(&mut self, model: &MaxxVit<B>, opt: &Optimizer<B>, step: u64) {
         let keep = self.decay_at(step);
+        let (groups, generation) = opt.groups();
+        if self.flat.as_ref().map(|(g, _)| *g) != Some(generation) {
+            let mut mine: HashMap<String, Tensor<B::InnerBackend, 1>> = self.model.flat_tensors(false).into_iter().collect();
+            let flat = groups.iter().map(|g| g.pack(|k| mine.remove(k), &g.params.device())).collect();
+            self.flat = Some((generation, flat));
+        }
+        let (_, flat) = self.flat.as_mut().expect("laid out above");
+        let mut views = HashMap::new();
+        for (e, g) in flat.iter_mut().zip(groups) {
+            *e = e.clone().mul_scalar(keep) + g.params.clone().mul_scalar(1.0 - keep);
+            views.extend(g.views(e));
+        }
+        let grouped: HashSet<&str> = views.keys().map(String::as_str).collect();
+        let snap = snapshot_outside(model, &grouped);
         let mut blend = Blend { path: KeyPath::new(false), snap, keep };
-        self.model = self.model.clone().map(&mut blend);
+        self.model = self.model.clone().map(&mut blend).set_flat_tensors(views);
     }
 }

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use burn::module::{ModuleMapper, ModuleVisitor, Param};
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{ElementConversion, Tensor};
 use model::MaxxVit;
 
 use crate::config::{OptimizerKind, OptimizerSection, ScheduleSection};
@@ -85,18 +85,10 @@ impl CosineSchedule {
     }
 }
 
-/// Per-parameter state, flattened to 1-D.
+/// One parameter's AdamW/LAMB moments, flattened to 1-D.
 pub struct Moments<B: Backend> {
     pub exp_avg: Tensor<B, 1>,
     pub exp_avg_sq: Tensor<B, 1>,
-}
-
-pub struct Optimizer<B: AutodiffBackend> {
-    pub cfg: OptimizerSection,
-    pub num_stages: usize,
-    /// Optimizer steps taken (PyTorch's per-param `step`, the same for every parameter here).
-    pub step: u64,
-    pub state: HashMap<String, Moments<B::InnerBackend>>,
 }
 
 /// Gradients of the trainable parameters by key, flattened, on the device.
@@ -131,145 +123,279 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradGatherer<'_, B> {
     }
 }
 
-impl<B: Backend> KeyedGrads<B> {
-    /// `sqrt(Σ g²)` over every gradient (one host read).
-    pub fn global_norm(&self) -> f64 {
-        let mut total: Option<Tensor<B, 1>> = None;
-        for g in self.grads.values() {
-            let s = g.clone().square().sum();
-            total = Some(match total {
-                Some(t) => t + s,
-                None => s,
-            });
-        }
-        total.map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
-    }
-
-    pub fn scale(&mut self, factor: f64) {
-        for g in self.grads.values_mut() {
-            *g = g.clone().mul_scalar(factor);
-        }
-    }
-
-    pub fn all_finite(&self) -> bool {
-        self.grads.values().all(|g| {
-            !g.clone().is_nan().any().into_scalar().elem::<bool>()
-                && !g.clone().is_inf().any().into_scalar().elem::<bool>()
-        })
-    }
-}
-
-use burn::tensor::ElementConversion;
-
 pub fn gather_grads<B: AutodiffBackend>(model: &MaxxVit<B>, grads: &GradientsParams) -> KeyedGrads<B::InnerBackend> {
     let mut g = GradGatherer::<B> { path: KeyPath::new(false), grads, out: HashMap::new() };
     burn::module::Module::visit(model, &mut g);
     KeyedGrads { grads: g.out }
 }
 
-struct Stepper<'a, B: AutodiffBackend> {
-    path: KeyPath,
-    opt: &'a mut Optimizer<B>,
-    grads: &'a KeyedGrads<B::InnerBackend>,
-    lr: f64,
+
+/// Elements a parameter's segment of a flat group is padded to. A slice that starts and ends
+/// at a multiple of 512 bytes is a view, not a copy, on CUDA (its buffer alignment) and wgpu
+/// (burn-cubecl `kernel/index/slice.rs`), so the model's parameters cost no kernel to hand out.
+const SEGMENT_ALIGN: usize = 128;
+
+/// Where one parameter lives in its group's flat tensors.
+#[derive(Debug, Clone, PartialEq)]
+struct Segment {
+    key: String,
+    offset: usize,
+    len: usize,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for Stepper<'_, B> {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.enter(name, container);
+/// Parameters that share a learning-rate scale and a weight decay (timm's parameter groups),
+/// their values and both moments each one padded 1-D tensor: AdamW updates a group in a few
+/// fused kernels, not a few per parameter, and the model's parameters are views into `params`.
+pub struct Group<B: Backend> {
+    pub lr_scale: f64,
+    pub weight_decay: f64,
+    segments: Vec<Segment>,
+    len: usize,
+    pub(crate) params: Tensor<B, 1>,
+    moments: Moments<B>,
+}
+
+impl<B: Backend> Group<B> {
+    /// One flat tensor from per-parameter 1-D tensors (zeros where a part is missing, and in
+    /// the padding): a fill and one slice-assign per part.
+    pub(crate) fn pack(&self, mut part: impl FnMut(&str) -> Option<Tensor<B, 1>>, device: &B::Device) -> Tensor<B, 1> {
+        let mut flat = Tensor::zeros([self.len], device);
+        for s in &self.segments {
+            if let Some(t) = part(&s.key) {
+                flat = flat.slice_assign(s.offset..s.offset + s.len, t);
+            }
+        }
+        flat
     }
 
-    fn exit_module(&mut self, _name: &str, container: &str) {
-        self.path.exit(container);
+    fn segment(flat: &Tensor<B, 1>, s: &Segment) -> Tensor<B, 1> {
+        flat.clone().slice(s.offset..s.offset + s.len)
     }
 
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let key = self.path.key();
-        let Some(grad) = self.grads.grads.get(&key) else { return param };
-        let lr = self.lr * lr_scale(&key, self.opt.num_stages, self.opt.cfg.layer_decay);
-        let (id, tensor, mapper) = param.consume();
-        let shape = tensor.shape();
-        let n = shape.num_elements();
-        let p = tensor.inner().reshape([n]);
-        let wd = if decays(&key, D) { self.opt.cfg.weight_decay } else { 0.0 };
-        let updated = self.opt.update_param(&key, p, grad.clone(), lr, wd);
-        let tensor = Tensor::from_inner(updated.reshape(shape)).require_grad();
-        Param::from_mapped_value(id, tensor, mapper)
+    /// Each parameter's view of `flat` (a tensor in this group's layout), by key.
+    pub(crate) fn views<'a>(&'a self, flat: &'a Tensor<B, 1>) -> impl Iterator<Item = (String, Tensor<B, 1>)> + 'a {
+        self.segments.iter().map(move |s| (s.key.clone(), Self::segment(flat, s)))
+    }
+}
+
+/// The gradients of one update laid out as the optimizer's groups.
+pub struct FlatGrads<B: Backend> {
+    groups: Vec<Tensor<B, 1>>,
+}
+
+impl<B: Backend> FlatGrads<B> {
+    /// `sqrt(Σ g²)` over every gradient: one reduction per group, one host read.
+    pub fn global_norm(&self) -> f64 {
+        let total = self.groups.iter().map(|g| g.clone().square().sum()).reduce(|a, b| a + b);
+        total.map_or(0.0, |t| t.into_scalar().elem::<f64>().sqrt())
     }
 
-    fn map_int<const D: usize>(&mut self, param: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
-        param
+    pub fn scale(&mut self, factor: f64) {
+        for g in &mut self.groups {
+            *g = g.clone().mul_scalar(factor);
+        }
     }
+}
+
+pub struct Optimizer<B: AutodiffBackend> {
+    pub cfg: OptimizerSection,
+    pub num_stages: usize,
+    /// Optimizer steps taken (PyTorch's per-param `step`, the same for every parameter here).
+    pub step: u64,
+    /// The parameters with gradients, values and moments, flat by group. Between updates the
+    /// parameters' values are the optimizer's: the model holds views of `Group::params`.
+    groups: Vec<Group<B::InnerBackend>>,
+    /// Moments by key not laid out yet (restored from a checkpoint, before the first update).
+    pending: HashMap<String, Moments<B::InnerBackend>>,
+    /// Counts layouts, so the EMA knows when its flat copy no longer matches.
+    generation: u64,
 }
 
 impl<B: AutodiffBackend> Optimizer<B> {
     pub fn new(cfg: OptimizerSection, num_stages: usize) -> Self {
-        Self { cfg, num_stages, step: 0, state: HashMap::new() }
+        Self { cfg, num_stages, step: 0, groups: vec![], pending: HashMap::new(), generation: 0 }
     }
 
-    /// One update of every parameter that has a gradient, at base learning rate `lr`.
-    pub fn step(&mut self, model: MaxxVit<B>, grads: &KeyedGrads<B::InnerBackend>, lr: f64) -> MaxxVit<B> {
-        self.step += 1;
-        if self.cfg.kind == OptimizerKind::Lamb {
-            // timm Lamb divides all gradients by max(1, global norm / max_grad_norm = 1.0).
-            let norm = grads.global_norm();
-            if norm > 1.0 {
-                let mut clipped = KeyedGrads { grads: grads.grads.clone() };
-                clipped.scale(1.0 / norm);
-                let mut stepper = Stepper { path: KeyPath::new(false), opt: self, grads: &clipped, lr };
-                return burn::module::Module::map(model, &mut stepper);
+    /// The groups and the layout generation (for the EMA's flat copy).
+    pub fn groups(&self) -> (&[Group<B::InnerBackend>], u64) {
+        (&self.groups, self.generation)
+    }
+
+    /// Every parameter's moments by key (slices of the flat groups), for a checkpoint.
+    pub fn moments(&self) -> Vec<(String, Moments<B::InnerBackend>)> {
+        let mut out: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(k, m)| (k.clone(), Moments { exp_avg: m.exp_avg.clone(), exp_avg_sq: m.exp_avg_sq.clone() }))
+            .collect();
+        for g in &self.groups {
+            for s in &g.segments {
+                let (m, v) = (&g.moments.exp_avg, &g.moments.exp_avg_sq);
+                out.push((s.key.clone(), Moments { exp_avg: Group::segment(m, s), exp_avg_sq: Group::segment(v, s) }));
             }
         }
-        let mut stepper = Stepper { path: KeyPath::new(false), opt: self, grads, lr };
-        burn::module::Module::map(model, &mut stepper)
+        out
     }
 
-    /// Update one flattened parameter `p` with gradient `g` (moments kept under `key`), at the
-    /// optimizer's current `step`.
-    pub fn update_param(
-        &mut self,
-        key: &str,
-        p: Tensor<B::InnerBackend, 1>,
-        g: Tensor<B::InnerBackend, 1>,
-        lr: f64,
-        wd: f64,
-    ) -> Tensor<B::InnerBackend, 1> {
-        let [b1, b2] = self.cfg.betas;
-        let eps = self.cfg.eps;
-        let t = self.step as i32;
-        let m = self
-            .state
-            .entry(key.to_string())
-            .or_insert_with(|| Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() });
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
-        match self.cfg.kind {
-            OptimizerKind::Adamw => {
-                // torch.optim.AdamW: decoupled decay first, then the bias-corrected Adam step.
-                m.exp_avg = m.exp_avg.clone() + (g.clone() - m.exp_avg.clone()).mul_scalar(1.0 - b1);
-                m.exp_avg_sq = m.exp_avg_sq.clone().mul_scalar(b2) + g.clone().square().mul_scalar(1.0 - b2);
-                let p = if wd != 0.0 { p.mul_scalar(1.0 - lr * wd) } else { p };
-                let denom = m.exp_avg_sq.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(eps);
-                p - m.exp_avg.clone().div(denom).mul_scalar(lr / bc1)
-            }
-            OptimizerKind::Lamb => {
-                // timm Lamb (grad averaging, bias correction, trust ratio w‖/‖u‖ when decaying).
-                m.exp_avg = m.exp_avg.clone().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
-                m.exp_avg_sq = m.exp_avg_sq.clone().mul_scalar(b2) + g.clone().square().mul_scalar(1.0 - b2);
-                let denom = m.exp_avg_sq.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(eps);
-                let mut update = m.exp_avg.clone().div_scalar(bc1).div(denom);
-                if wd != 0.0 {
-                    update = update + p.clone().mul_scalar(wd);
-                    let w_norm = p.clone().square().sum().sqrt();
-                    let u_norm = update.clone().square().sum().sqrt();
-                    let ones = w_norm.ones_like();
-                    let ratio = w_norm.clone().div(u_norm.clone());
-                    let ratio =
-                        ones.clone().mask_where(w_norm.greater_elem(0.0).bool_and(u_norm.greater_elem(0.0)), ratio);
-                    update = update * ratio;
+    /// Resume from a checkpoint's step and moments; laid out at the next update, with the
+    /// model's parameters as they are then.
+    pub fn restore(&mut self, step: u64, moments: HashMap<String, Moments<B::InnerBackend>>) {
+        (self.step, self.pending, self.groups) = (step, moments, vec![]);
+    }
+
+    /// The gradients in the groups' layout. The first call (and one whose set of gradients
+    /// differs from the layout's) lays the groups out from `model`'s parameters.
+    pub fn flatten(&mut self, model: &MaxxVit<B>, grads: KeyedGrads<B::InnerBackend>) -> FlatGrads<B::InnerBackend> {
+        let laid_out = self.groups.iter().map(|g| g.segments.len()).sum::<usize>();
+        let same = laid_out == grads.grads.len()
+            && self.groups.iter().all(|g| g.segments.iter().all(|s| grads.grads.contains_key(&s.key)));
+        if !same {
+            self.lay_out(model, &grads);
+        }
+        let mut grads = grads.grads;
+        let groups = self.groups.iter().map(|g| g.pack(|k| grads.remove(k), &g.params.device())).collect();
+        FlatGrads { groups }
+    }
+
+    /// timm's groups over the parameters that have gradients (model order within a group),
+    /// values from `model`, moments carried over by key (zeros for a new parameter).
+    fn lay_out(&mut self, model: &MaxxVit<B>, grads: &KeyedGrads<B::InnerBackend>) {
+        let mut moments: HashMap<String, Moments<B::InnerBackend>> = self.moments().into_iter().collect();
+        let mut values: Vec<(String, Tensor<B::InnerBackend, 1>)> = model
+            .flat_tensors(false)
+            .into_iter()
+            .filter(|(k, _)| grads.grads.contains_key(k))
+            .map(|(k, t)| (k, t.inner()))
+            .collect();
+        let ndims: HashMap<String, usize> =
+            model.state_dict_keys().into_iter().map(|k| (k.key, k.shape.len())).collect();
+        // (lr scale, weight decay, segments, padded length) per group, in order of first use.
+        let mut plan: Vec<(f64, f64, Vec<Segment>, usize)> = vec![];
+        for (key, t) in &values {
+            let lr_scale = lr_scale(key, self.num_stages, self.cfg.layer_decay);
+            let wd = if decays(key, ndims[key]) { self.cfg.weight_decay } else { 0.0 };
+            let i = plan.iter().position(|g| g.0 == lr_scale && g.1 == wd).unwrap_or_else(|| {
+                plan.push((lr_scale, wd, vec![], 0));
+                plan.len() - 1
+            });
+            let (_, _, segments, len) = &mut plan[i];
+            let n = t.dims()[0];
+            segments.push(Segment { key: key.clone(), offset: *len, len: n });
+            *len += n.div_ceil(SEGMENT_ALIGN) * SEGMENT_ALIGN;
+        }
+        let Some(device) = values.first().map(|(_, t)| t.device()) else {
+            (self.pending, self.groups) = (moments, vec![]);
+            self.generation += 1;
+            return;
+        };
+        let mut values: HashMap<String, Tensor<B::InnerBackend, 1>> = values.drain(..).collect();
+        let zeros = || Tensor::<B::InnerBackend, 1>::zeros([SEGMENT_ALIGN], &device);
+        let mut groups = vec![];
+        for (lr_scale, weight_decay, segments, len) in plan {
+            let moments_stub = Moments { exp_avg: zeros(), exp_avg_sq: zeros() };
+            let mut g = Group { lr_scale, weight_decay, segments, len, params: zeros(), moments: moments_stub };
+            g.params = g.pack(|k| values.remove(k), &device);
+            let mut second = HashMap::new();
+            g.moments.exp_avg = g.pack(
+                |k| {
+                    let m = moments.remove(k)?;
+                    second.insert(k.to_string(), m.exp_avg_sq);
+                    Some(m.exp_avg)
+                },
+                &device,
+            );
+            g.moments.exp_avg_sq = g.pack(|k| second.remove(k), &device);
+            groups.push(g);
+        }
+        self.pending = moments;
+        self.groups = groups;
+        self.generation += 1;
+    }
+
+    /// One update of every laid-out parameter at base learning rate `lr`; the returned model's
+    /// parameters are views of the updated groups.
+    pub fn step(&mut self, model: MaxxVit<B>, grads: &FlatGrads<B::InnerBackend>, lr: f64) -> MaxxVit<B> {
+        self.step += 1;
+        // timm Lamb divides all gradients by max(1, global norm / max_grad_norm = 1.0).
+        let lamb_scale = match self.cfg.kind {
+            OptimizerKind::Lamb => Some(grads.global_norm()).filter(|n| *n > 1.0).map(|n| 1.0 / n),
+            OptimizerKind::Adamw => None,
+        };
+        let (cfg, step) = (self.cfg.clone(), self.step);
+        let mut views = HashMap::new();
+        for (g, grad) in self.groups.iter_mut().zip(&grads.groups) {
+            let grad = match lamb_scale {
+                Some(f) => grad.clone().mul_scalar(f),
+                None => grad.clone(),
+            };
+            let lr = lr * g.lr_scale;
+            match cfg.kind {
+                // Elementwise: the whole group at once, padding included (zeros stay zeros).
+                OptimizerKind::Adamw => g.params = update(&cfg, step, g.params.clone(), grad, &mut g.moments, lr, g.weight_decay),
+                // The trust ratio is per parameter.
+                OptimizerKind::Lamb => {
+                    let mut parts = HashMap::new();
+                    for s in &g.segments {
+                        let mut m = Moments {
+                            exp_avg: Group::segment(&g.moments.exp_avg, s),
+                            exp_avg_sq: Group::segment(&g.moments.exp_avg_sq, s),
+                        };
+                        let p = update(&cfg, step, Group::segment(&g.params, s), Group::segment(&grad, s), &mut m, lr, g.weight_decay);
+                        parts.insert(s.key.clone(), (p, m));
+                    }
+                    let device = g.params.device();
+                    g.moments.exp_avg = g.pack(|k| Some(parts[k].1.exp_avg.clone()), &device);
+                    g.moments.exp_avg_sq = g.pack(|k| Some(parts[k].1.exp_avg_sq.clone()), &device);
+                    g.params = g.pack(|k| parts.remove(k).map(|(p, _)| p), &device);
                 }
-                p - update.mul_scalar(lr)
             }
+            views.extend(g.views(&g.params).map(|(k, v)| (k, Tensor::from_inner(v))));
+        }
+        model.set_flat_tensors(views)
+    }
+}
+
+/// One AdamW (torch.optim.AdamW) or LAMB (timm Lamb) step of a 1-D parameter `p` with gradient
+/// `g` and moments `m`, update number `step` (1-based); returns the new parameter.
+pub fn update<B: Backend>(
+    cfg: &OptimizerSection,
+    step: u64,
+    p: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    m: &mut Moments<B>,
+    lr: f64,
+    wd: f64,
+) -> Tensor<B, 1> {
+    let [b1, b2] = cfg.betas;
+    let eps = cfg.eps;
+    let t = step as i32;
+    let bc1 = 1.0 - b1.powi(t);
+    let bc2 = 1.0 - b2.powi(t);
+    match cfg.kind {
+        OptimizerKind::Adamw => {
+            // torch.optim.AdamW: decoupled decay first, then the bias-corrected Adam step.
+            m.exp_avg = m.exp_avg.clone() + (g.clone() - m.exp_avg.clone()).mul_scalar(1.0 - b1);
+            m.exp_avg_sq = m.exp_avg_sq.clone().mul_scalar(b2) + g.clone().square().mul_scalar(1.0 - b2);
+            let p = if wd != 0.0 { p.mul_scalar(1.0 - lr * wd) } else { p };
+            let denom = m.exp_avg_sq.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(eps);
+            p - m.exp_avg.clone().div(denom).mul_scalar(lr / bc1)
+        }
+        OptimizerKind::Lamb => {
+            // timm Lamb (grad averaging, bias correction, trust ratio ‖w‖/‖u‖ when decaying).
+            m.exp_avg = m.exp_avg.clone().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+            m.exp_avg_sq = m.exp_avg_sq.clone().mul_scalar(b2) + g.clone().square().mul_scalar(1.0 - b2);
+            let denom = m.exp_avg_sq.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(eps);
+            let mut update = m.exp_avg.clone().div_scalar(bc1).div(denom);
+            if wd != 0.0 {
+                update = update + p.clone().mul_scalar(wd);
+                let w_norm = p.clone().square().sum().sqrt();
+                let u_norm = update.clone().square().sum().sqrt();
+                let ones = w_norm.ones_like();
+                let ratio = w_norm.clone().div(u_norm.clone());
+                let ratio = ones.clone().mask_where(w_norm.greater_elem(0.0).bool_and(u_norm.greater_elem(0.0)), ratio);
+                update = update * ratio;
+            }
+            p - update.mul_scalar(lr)
         }
     }
 }

@@ -235,7 +235,7 @@ impl<'d, B: Backend> Trainer<'d, B> {
         if let (Some(ema), Some((ckpt, _))) = (&mut ema, &start) {
             let file = ckpt.join("ema.safetensors");
             if file.is_file() {
-                ema.model = load_safetensors(ema.model.clone(), &file, LoadMode::Strict)?.0;
+                ema.set_model(load_safetensors(ema.model().clone(), &file, LoadMode::Strict)?.0);
             }
         }
         if main {
@@ -353,13 +353,14 @@ impl<'d, B: Backend> Trainer<'d, B> {
     /// readable sample in this group, nothing was updated.
     fn update(
         &mut self,
-        mut grads: KeyedGrads<B>,
+        mut keyed: KeyedGrads<B>,
         contributed: bool,
         coll: &mut dyn Collective,
     ) -> Result<Option<f64>> {
-        if all_reduce_grads(&mut grads, &self.params, contributed, self.device, coll)? == 0 {
+        if all_reduce_grads(&mut keyed, &self.params, contributed, self.device, coll)? == 0 {
             return Ok(None);
         }
+        let mut grads = self.opt.flatten(&self.model, keyed);
         let norm = grads.global_norm();
         if !norm.is_finite() {
             bail!(
@@ -379,7 +380,7 @@ impl<'d, B: Backend> Trainer<'d, B> {
         self.model = self.opt.step(self.model.clone(), &grads, lr);
         self.global_step += 1;
         if let Some(ema) = &mut self.ema {
-            ema.update(&self.model, self.global_step);
+            ema.update(&self.model, &self.opt, self.global_step);
         }
         Ok(Some(lr))
     }
@@ -443,7 +444,7 @@ impl<'d, B: Backend> Trainer<'d, B> {
     fn validate(&mut self, coll: &mut dyn Collective) -> Result<Option<Metrics>> {
         let Some(val) = &self.loaders.val else { return Ok(None) };
         let mut sums = match &self.ema {
-            Some(ema) => validate_sums(&ema.model, val, self.device)?,
+            Some(ema) => validate_sums(ema.model(), val, self.device)?,
             None => validate_sums(&self.model.valid(), val, self.device)?,
         };
         coll.all_reduce_sum_f64(&mut sums, "validation")?;
@@ -479,7 +480,7 @@ impl<'d, B: Backend> Trainer<'d, B> {
         };
         let name = ckpt_dir.join(format!("step-{:09}", st.global_step));
         self.outcome.last_checkpoint = Some(if self.main {
-            let dir = checkpoint::save(&ckpt_dir, &self.model, self.ema.as_ref().map(|e| &e.model), &self.opt, st)?;
+            let dir = checkpoint::save(&ckpt_dir, &self.model, self.ema.as_ref().map(|e| e.model()), &self.opt, st)?;
             checkpoint::prune(&ckpt_dir, self.cfg.checkpoint.keep_last, self.cfg.checkpoint.keep_best);
             dir
         } else {

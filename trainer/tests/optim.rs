@@ -48,9 +48,8 @@ fn cosine_schedule_is_timms_per_update_schedule() {
 
 #[test]
 fn adamw_and_lamb_steps_match_the_reference_update() {
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Flex;
     use burn::tensor::{Tensor, TensorData};
-    type B = Autodiff<Flex>;
     let device = Default::default();
     let p0 = [0.5f64, -1.0, 2.0];
     let g = [0.1f64, -0.2, 0.3];
@@ -58,13 +57,12 @@ fn adamw_and_lamb_steps_match_the_reference_update() {
     for kind in [OptimizerKind::Adamw, OptimizerKind::Lamb] {
         let cfg =
             OptimizerSection { kind, lr, weight_decay: wd, betas: [b1, b2], eps, clip_grad: 0.0, layer_decay: 0.0 };
-        let mut opt = trainer::optim::Optimizer::<B>::new(cfg, 4);
         let p = Tensor::<Flex, 1>::from_data(TensorData::new(p0.map(|v| v as f32).to_vec(), [3]), &device);
         let gt = Tensor::<Flex, 1>::from_data(TensorData::new(g.map(|v| v as f32).to_vec(), [3]), &device);
+        let mut moments = trainer::optim::Moments { exp_avg: p.zeros_like(), exp_avg_sq: p.zeros_like() };
         let mut out = p;
         for step in 1..=2 {
-            opt.step = step;
-            out = opt.update_param("w.weight", out, gt.clone(), lr, wd);
+            out = trainer::optim::update(&cfg, step, out, gt.clone(), &mut moments, lr, wd);
         }
         let got = out.into_data().to_vec::<f32>().unwrap();
         // Reference in f64: two steps with the same gradient.
@@ -97,5 +95,109 @@ fn adamw_and_lamb_steps_match_the_reference_update() {
         for (a, b) in got.iter().zip(&p) {
             assert!((*a as f64 - b).abs() < 1e-6, "{kind:?}: {got:?} vs {p:?}");
         }
+    }
+}
+
+/// The optimizer keeps parameters and moments flat by group and hands the model views; every
+/// parameter, moment and EMA value must still be what the per-parameter formulas give, bit for
+/// bit, over several updates (gradients flowing through the views), and a restore from the
+/// moments by key must continue exactly.
+#[test]
+fn flat_groups_update_every_parameter_as_the_per_parameter_step_does() {
+    use std::collections::HashMap;
+
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+    use burn::optim::GradientsParams;
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Distribution, Tensor};
+    use model::MaxxVit;
+    use trainer::ema::Ema;
+    use trainer::optim::{gather_grads, update, Moments, Optimizer};
+    type B = Autodiff<Flex>;
+
+    let device = Default::default();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/smoke_coatnet.toml");
+    let mut spec = trainer::model_spec::ModelSpec::from_file(&path).unwrap();
+    (spec.args.num_classes, spec.args.img_size) = (10, [32, 32]);
+    let stages = spec.cfg.embed_dim.len();
+    let values = |t: &Tensor<Flex, 1>| t.clone().into_data().to_vec::<f32>().unwrap();
+    let by_key = |m: &MaxxVit<Flex>| -> HashMap<String, Vec<f32>> {
+        m.flat_tensors(false).iter().map(|(k, t)| (k.clone(), values(t))).collect()
+    };
+    for kind in [OptimizerKind::Adamw, OptimizerKind::Lamb] {
+        let cfg = OptimizerSection { kind, weight_decay: 0.05, layer_decay: 0.75, ..Default::default() };
+        <B as Backend>::seed(&device, 7);
+        let mut model = MaxxVit::<B>::new(&spec.cfg, &spec.args, &device).unwrap();
+        let mut opt = Optimizer::<B>::new(cfg.clone(), stages);
+        let mut ema = Ema::new(&model, 0.9, false);
+        // The reference: per-parameter tensors updated one at a time.
+        let ndim: HashMap<String, usize> =
+            model.state_dict_keys().into_iter().map(|k| (k.key, k.shape.len())).collect();
+        let mut p_ref: HashMap<String, Tensor<Flex, 1>> =
+            model.flat_tensors(false).into_iter().map(|(k, t)| (k, t.inner())).collect();
+        let mut m_ref: HashMap<String, Moments<Flex>> = HashMap::new();
+        let mut ema_ref = p_ref.clone();
+        let mut resumed = None;
+        for step in 1..=3u64 {
+            let x = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+            let loss = model.forward(x).square().mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let keyed = gather_grads(&model, &grads);
+            let params = ndim.keys().filter(|k| !k.ends_with("running_mean") && !k.ends_with("running_var"));
+            assert_eq!(keyed.grads.len(), params.filter(|k| !k.ends_with("num_batches_tracked")).count());
+            let lr = 1e-2 / step as f64;
+            let flat_norm = {
+                let mut o = Optimizer::<B>::new(cfg.clone(), stages);
+                o.flatten(&model, gather_grads(&model, &grads)).global_norm()
+            };
+            let lamb_scale = match kind {
+                OptimizerKind::Lamb if flat_norm > 1.0 => 1.0 / flat_norm,
+                _ => 1.0,
+            };
+            for (key, g) in &keyed.grads {
+                let m = m_ref.entry(key.clone()).or_insert_with(|| Moments { exp_avg: g.zeros_like(), exp_avg_sq: g.zeros_like() });
+                let g = if lamb_scale != 1.0 { g.clone().mul_scalar(lamb_scale) } else { g.clone() };
+                let wd = if decays(key, ndim[key]) { cfg.weight_decay } else { 0.0 };
+                let lr = lr * lr_scale(key, stages, cfg.layer_decay);
+                p_ref.insert(key.clone(), update(&cfg, step, p_ref[key].clone(), g, m, lr, wd));
+            }
+            if step == 3 {
+                // A second optimizer restored from the first one's step and moments by key.
+                let mut o = Optimizer::<B>::new(cfg.clone(), stages);
+                o.restore(opt.step, opt.moments().into_iter().collect());
+                let flat = o.flatten(&model, gather_grads(&model, &grads));
+                resumed = Some(o.step(model.clone(), &flat, lr));
+            }
+            let flat = opt.flatten(&model, keyed);
+            model = opt.step(model, &flat, lr);
+            ema.update(&model, &opt, step);
+            let keep = ema.decay_at(step);
+            let now: HashMap<String, Tensor<Flex, 1>> =
+                model.flat_tensors(false).into_iter().map(|(k, t)| (k, t.inner())).collect();
+            for (key, e) in ema_ref.iter_mut() {
+                *e = if key.ends_with("num_batches_tracked") {
+                    now[key].clone()
+                } else {
+                    e.clone().mul_scalar(keep) + now[key].clone().mul_scalar(1.0 - keep)
+                };
+            }
+            let got = by_key(&model.valid());
+            for (key, p) in &p_ref {
+                if m_ref.contains_key(key) {
+                    assert_eq!(got[key], values(p), "{kind:?} step {step}: parameter {key}");
+                }
+            }
+            let moments: HashMap<_, _> = opt.moments().into_iter().collect();
+            for (key, m) in &m_ref {
+                assert_eq!(values(&moments[key].exp_avg), values(&m.exp_avg), "{kind:?} step {step}: exp_avg {key}");
+                assert_eq!(values(&moments[key].exp_avg_sq), values(&m.exp_avg_sq), "{kind:?} step {step}: exp_avg_sq {key}");
+            }
+            let got = by_key(ema.model());
+            for (key, e) in &ema_ref {
+                assert_eq!(got[key], values(e), "{kind:?} step {step}: EMA {key}");
+            }
+        }
+        assert_eq!(by_key(&resumed.unwrap().valid()), by_key(&model.valid()), "{kind:?}: restored optimizer");
     }
 }

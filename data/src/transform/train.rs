@@ -168,11 +168,19 @@ impl TrainTransform {
         self.finish_f32(&aug, rng, out);
     }
 
-    /// The transform to CHW `u8` for normalising on the device (no RandomErasing: it works in
-    /// normalised space and belongs after the device-side normalisation, as in timm's prefetcher).
-    pub fn apply_u8(&mut self, img: &RgbImage, rng: &mut Rng, out: &mut [u8]) {
+    /// CHW `u8` from an augmented image, for normalising on the device, and the RandomErasing
+    /// boxes to apply after that normalisation (as timm's prefetcher does); the same draws as
+    /// [`TrainTransform::finish_f32`].
+    pub fn finish_u8(&self, aug: &RgbImage, rng: &mut Rng, out: &mut [u8]) -> Vec<Erasure> {
+        to_chw_u8(aug, out);
+        let c = &self.config;
+        erasures(c.img_size, c.re_prob, &c.re_mode, c.re_count, rng)
+    }
+
+    /// The full transform to CHW `u8` and the RandomErasing boxes (see [`TrainTransform::finish_u8`]).
+    pub fn apply_u8(&mut self, img: &RgbImage, rng: &mut Rng, out: &mut [u8]) -> Vec<Erasure> {
         let aug = self.augment(img, rng);
-        to_chw_u8(&aug, out);
+        self.finish_u8(&aug, rng, out)
     }
 }
 
@@ -194,11 +202,43 @@ pub fn color_jitter(mut img: RgbImage, strength: f64, rng: &mut Rng) -> RgbImage
     img
 }
 
-/// timm `RandomErasing` on one normalised CHW image: with probability `prob`, `count` boxes of
-/// 2–33 % of the area with log-uniform aspect ratio in (0.3, 1/0.3), filled per `mode`.
-pub fn random_erasing(img: &mut [f32], [h, w]: [usize; 2], prob: f64, mode: &str, count: usize, rng: &mut Rng) {
+/// One RandomErasing box of a normalised CHW image, with its fill (`3·height·width` values,
+/// channel-major): drawn on the host, applied there or on the device after normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Erasure {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+impl Erasure {
+    pub fn apply(&self, img: &mut [f32], [h, w]: [usize; 2]) {
+        let mut fill = self.values.iter();
+        for c in 0..3 {
+            for y in self.top..self.top + self.height {
+                for x in self.left..self.left + self.width {
+                    img[c * h * w + y * w + x] = *fill.next().expect("3·height·width values");
+                }
+            }
+        }
+    }
+}
+
+/// timm `RandomErasing`'s boxes for one image: with probability `prob`, `count` boxes of 2–33 %
+/// of the area with log-uniform aspect ratio in (0.3, 1/0.3), filled per `mode` (`pixel`:
+/// per-pixel normal values, `rand`: one normal colour, `const`: zeros).
+pub fn erasures(
+    [h, w]: [usize; 2],
+    prob: f64,
+    mode: &str,
+    count: usize,
+    rng: &mut Rng,
+) -> Vec<Erasure> {
+    let mut out = vec![];
     if prob <= 0.0 || rng.uniform() > prob {
-        return;
+        return out;
     }
     let area = (h * w) as f64;
     let log_ratio = (0.3f64.ln(), (1.0 / 0.3f64).ln());
@@ -214,16 +254,21 @@ pub fn random_erasing(img: &mut [f32], [h, w]: [usize; 2], prob: f64, mode: &str
                 let left = rng.randint(0, (w - ew) as i64) as usize;
                 let colour: [f32; 3] =
                     std::array::from_fn(|_| if mode == "rand" { rng.gauss(0.0, 1.0) as f32 } else { 0.0 });
-                for c in 0..3 {
-                    for y in top..top + eh {
-                        for x in left..left + ew {
-                            img[c * h * w + y * w + x] =
-                                if mode == "pixel" { rng.gauss(0.0, 1.0) as f32 } else { colour[c] };
-                        }
-                    }
-                }
+                let plane = eh * ew;
+                let values = (0..3 * plane)
+                    .map(|i| if mode == "pixel" { rng.gauss(0.0, 1.0) as f32 } else { colour[i / plane] })
+                    .collect();
+                out.push(Erasure { top, left, height: eh, width: ew, values });
                 break;
             }
         }
+    }
+    out
+}
+
+/// timm `RandomErasing` on one normalised CHW image (see [`erasures`]).
+pub fn random_erasing(img: &mut [f32], hw: [usize; 2], prob: f64, mode: &str, count: usize, rng: &mut Rng) {
+    for e in erasures(hw, prob, mode, count, rng) {
+        e.apply(img, hw);
     }
 }

@@ -150,10 +150,10 @@ pub fn run<B: Backend>(device: &B::Device, args: CensusArgs) -> Result<()> {
             phases.push(cursor.phase()?);
         }
         // The update as training runs it: the global norm (clipping, NaN guard), AdamW, EMA.
-        let keyed = gather_grads(&model, &grads);
-        let _norm = keyed.global_norm();
-        model = opt.step(model, &keyed, 1e-3);
-        ema.update(&model, step as u64 + 1);
+        let flat = opt.flatten(&model, gather_grads(&model, &grads));
+        let _norm = flat.global_norm();
+        model = opt.step(model, &flat, 1e-3);
+        ema.update(&model, &opt, step as u64 + 1);
         B::sync(device)?;
         if census {
             phases.push(cursor.phase()?);
