@@ -58,6 +58,15 @@ impl Pipeline {
             Self::Eval(e) => e.img_size,
         }
     }
+
+    /// The normalisation `(scale, shift)` of [`crate::transform::normalize_coefficients`].
+    pub fn normalization(&self) -> ([f32; 3], [f32; 3]) {
+        let (mean, std) = match self {
+            Self::Train(t) => (t.mean, t.std),
+            Self::Eval(e) => (e.mean, e.std),
+        };
+        crate::transform::normalize_coefficients(mean, std)
+    }
 }
 
 /// Batch pixel format: normalised `f32`, or raw `u8` to normalise on the device.
@@ -272,6 +281,10 @@ impl Loader {
         }
         Worker::new(&pipeline)?;
         Ok(Self { source, pipeline, cfg, corrupt: Arc::new(CorruptLog::default()) })
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     pub fn config(&self) -> &LoaderConfig {

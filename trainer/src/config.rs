@@ -87,6 +87,9 @@ pub struct DataSection {
     pub interpolation: Option<String>,
     pub mean: Option<[f64; 3]>,
     pub std: Option<[f64; 3]>,
+    /// Images travel as `u8` and are normalised, erased and mixed on the device (timm's
+    /// prefetcher); default: on for GPU backends, off on the CPU backend.
+    pub normalize_on_device: Option<bool>,
 }
 
 impl Default for DataSection {
@@ -107,6 +110,7 @@ impl Default for DataSection {
             interpolation: None,
             mean: None,
             std: None,
+            normalize_on_device: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod device;
 pub mod dist;
 pub mod ema;
+pub mod input;
 pub mod metrics;
 pub mod model_spec;
 pub mod optim;

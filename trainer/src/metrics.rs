@@ -9,6 +9,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use data::loader::Loader;
+use data::mixup::Mix;
 use model::MaxxVit;
 
 use crate::checkpoint::Metrics;
@@ -55,13 +56,14 @@ pub fn finish([n, top1, top5, loss]: [f64; 4]) -> Metrics {
 pub fn validate_sums<B: Backend>(model: &MaxxVit<B>, loader: &Loader, device: &B::Device) -> Result<[f64; 4]> {
     let (mut n, mut top1, mut top5, mut loss) = (0usize, 0usize, 0usize, 0.0f64);
     for batch in loader.epoch(0, 0) {
-        let batch = batch?;
+        let mut batch = batch?;
         if batch.labels.is_empty() {
             continue;
         }
-        let x = Tensor::<B, 4>::from_data(TensorData::new(batch.f32, batch.shape), device);
-        let (t1, t5, l) = batch_stats(model.forward(x), &batch.labels);
-        n += batch.labels.len();
+        let labels = std::mem::take(&mut batch.labels);
+        let x = crate::input::images::<B>(batch, loader.pipeline().normalization(), Mix::None, device);
+        let (t1, t5, l) = batch_stats(model.forward(x), &labels);
+        n += labels.len();
         top1 += t1;
         top5 += t5;
         loss += l;

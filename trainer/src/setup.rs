@@ -154,7 +154,8 @@ pub fn check_paths(cfg: &RunConfig) -> Result<()> {
 }
 
 /// Train and (if present) validation loaders for this rank.
-pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize) -> Result<Loaders> {
+/// `output`: the batches' pixel format ([`crate::input::output_for`]).
+pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize, output: Output) -> Result<Loaders> {
     let batch_size = cfg.per_rank_batch(world)?;
     let d = &cfg.data;
     if !d.root.exists() {
@@ -176,7 +177,7 @@ pub fn loaders(cfg: &RunConfig, spec: &ModelSpec, rank: usize, world: usize) -> 
         world,
         train: true,
         shuffle_buffer: (d.shuffle_buffer, (d.shuffle_buffer / 4).max(1)),
-        output: Output::F32,
+        output,
     };
     let train = Loader::new(train_src, Pipeline::Train(train_transform(cfg, &eval)?), base.clone())?;
     let val = match source(cfg, &d.val_split, &d.val_shards)? {

@@ -18,7 +18,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use data::mixup::{mix_batch, smoothed_targets, MixupConfig};
+use data::mixup::{plan_mix, smoothed_targets, Mix, MixupConfig};
 use data::rng::{splitmix64, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::state_dict::EntryKind;
@@ -198,7 +198,8 @@ impl<'d, B: Backend> Trainer<'d, B> {
         let run_dir = cfg.run_dir();
         let ckpt_dir = run_dir.join("checkpoints");
         let spec = setup::model_spec(&cfg)?;
-        let loaders = setup::loaders(&cfg, &spec, rank, world)?;
+        let output = crate::input::output_for::<B>(device, cfg.data.normalize_on_device);
+        let loaders = setup::loaders(&cfg, &spec, rank, world, output)?;
         let global_batch = cfg.per_rank_batch(world)? * world;
         let start = resume_point(&cfg, &resume, &ckpt_dir, global_batch, world)?;
         if main {
@@ -328,20 +329,22 @@ impl<'d, B: Backend> Trainer<'d, B> {
     }
 
     /// Forward, loss and backward of one micro-batch; the loss stays on the device.
-    fn micro_step(&mut self, mut batch: data::loader::Batch, group_size: usize) -> GradientsParams {
+    fn micro_step(&mut self, batch: data::loader::Batch, group_size: usize) -> GradientsParams {
         let (device, b, seed) = (self.device, batch.labels.len(), self.cfg.training.seed);
         let micro_index = self.epoch * self.micro_per_epoch as u64 + self.batch_in_epoch as u64;
         // Each rank draws its own dropout / drop-path masks (timm seeds seed + rank).
         let rank_salt = (self.rank as u64).wrapping_mul(0x9E37_79B9);
         <Ad<B> as Backend>::seed(device, splitmix64(seed ^ splitmix64(micro_index) ^ rank_salt));
         let num_classes = self.loaders.num_classes;
-        let targets = if self.mixup.enabled() {
+        let (mix, targets) = if self.mixup.enabled() {
             let mut rng = Rng::for_sample(seed, self.epoch, batch.step as u64, 2);
-            mix_batch(&self.mixup, &mut batch.f32, batch.shape, &batch.labels, num_classes, &mut rng)
+            let [_, _, h, w] = batch.shape;
+            plan_mix(&self.mixup, &batch.labels, num_classes, [h, w], &mut rng)
         } else {
-            smoothed_targets(&batch.labels, num_classes, self.mixup.label_smoothing)
+            (Mix::None, smoothed_targets(&batch.labels, num_classes, self.mixup.label_smoothing))
         };
-        let x = Tensor::<Ad<B>, 4>::from_data(TensorData::new(batch.f32, batch.shape), device);
+        let normalization = self.loaders.train.pipeline().normalization();
+        let x = crate::input::images::<Ad<B>>(batch, normalization, mix, device);
         let y = Tensor::<Ad<B>, 2>::from_data(TensorData::new(targets, [b, num_classes]), device);
         let loss = soft_cross_entropy(self.model.forward(x), y);
         self.losses.add(loss.clone().detach().inner(), b);

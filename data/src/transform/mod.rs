@@ -36,12 +36,19 @@ pub use train::{TrainTransform, TrainTransformConfig};
 
 use image::RgbImage;
 
+/// `(x / 255 - mean) / std` as `x · scale − shift` per channel: the `(scale, shift)` that both
+/// [`normalize_chw`] and the device-side normalisation of `u8` batches use.
+pub fn normalize_coefficients(mean: [f64; 3], std: [f64; 3]) -> ([f32; 3], [f32; 3]) {
+    let scale: [f32; 3] = std::array::from_fn(|c| (1.0 / (255.0 * std[c])) as f32);
+    let shift: [f32; 3] = std::array::from_fn(|c| (mean[c] / std[c]) as f32);
+    (scale, shift)
+}
+
 /// `(x / 255 - mean) / std`, HWC u8 → CHW f32.
 pub fn normalize_chw(img: &RgbImage, mean: [f64; 3], std: [f64; 3], out: &mut [f32]) {
     let plane = (img.width() * img.height()) as usize;
     assert_eq!(out.len(), 3 * plane, "output buffer size");
-    let scale: [f32; 3] = std::array::from_fn(|c| (1.0 / (255.0 * std[c])) as f32);
-    let shift: [f32; 3] = std::array::from_fn(|c| (mean[c] / std[c]) as f32);
+    let (scale, shift) = normalize_coefficients(mean, std);
     normalize_planes(img.as_raw(), scale, shift, out);
 }
 

@@ -21,7 +21,8 @@ pub fn run<B: Backend>(device: &B::Device, cfg: &RunConfig, checkpoint: &Path, e
         bail!("{} not found", file.display());
     }
     let model = load_safetensors(MaxxVit::<B>::new(&spec.cfg, &spec.args, device)?, &file, LoadMode::Strict)?.0;
-    let loaders = setup::loaders(cfg, &spec, 0, 1)?;
+    let output = crate::input::output_for::<B>(device, cfg.data.normalize_on_device);
+    let loaders = setup::loaders(cfg, &spec, 0, 1, output)?;
     let val = loaders.val.context("the config has no validation split")?;
     // As the run validated itself (timm's validate.py runs under --amp the same way).
     let _autocast = model::autocast::autocast(cfg.training.precision.autocast_dtype());
