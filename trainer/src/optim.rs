@@ -130,9 +130,11 @@ pub fn gather_grads<B: AutodiffBackend>(model: &MaxxVit<B>, grads: &GradientsPar
 }
 
 
-/// Elements a parameter's segment of a flat group is padded to. A slice that starts and ends
-/// at a multiple of 512 bytes is a view, not a copy, on CUDA (its buffer alignment) and wgpu
-/// (burn-cubecl `kernel/index/slice.rs`), so the model's parameters cost no kernel to hand out.
+/// Elements a parameter's segment of a flat group is padded to, so every segment starts at a
+/// multiple of 512 bytes (CUDA's buffer alignment; wgpu's is smaller). burn-cubecl's `slice`
+/// (`kernel/index/slice.rs`) returns a view only when both ends are aligned: a parameter whose
+/// length is a multiple of the alignment is handed to the model without a kernel, others with
+/// one copy.
 const SEGMENT_ALIGN: usize = 128;
 
 /// Where one parameter lives in its group's flat tensors.
