@@ -224,7 +224,16 @@ impl BatchBuilder {
             Output::U8 => (vec![], vec![0u8; capacity * per_image]),
         };
         Self {
-            batch: Batch { epoch, step, shape: [0, 3, h, w], f32: f, u8: u, erasures: vec![], labels: vec![], ids: vec![] },
+            batch: Batch {
+                epoch,
+                step,
+                shape: [0, 3, h, w],
+                f32: f,
+                u8: u,
+                erasures: vec![],
+                labels: vec![],
+                ids: vec![],
+            },
             per_image,
         }
     }

@@ -57,9 +57,15 @@ pub fn smoothed_targets(labels: &[usize], num_classes: usize, smoothing: f64) ->
 pub enum Mix {
     None,
     /// Sample `i` ← `lam`·sample `i` + `rest`·sample `B−1−i` (timm `mixup`, batch mode).
-    Blend { lam: f32, rest: f32 },
+    Blend {
+        lam: f32,
+        rest: f32,
+    },
     /// Rows `y0..y1`, columns `x0..x1` of sample `i` ← those of sample `B−1−i` (timm `cutmix`).
-    Cut { rows: (usize, usize), cols: (usize, usize) },
+    Cut {
+        rows: (usize, usize),
+        cols: (usize, usize),
+    },
 }
 
 impl Mix {
@@ -98,7 +104,13 @@ impl Mix {
 /// timm `Mixup` for one batch of `labels` and `[h, w]` images: the mixing and the soft targets
 /// `[B, classes]`. λ, the mixup/cutmix choice and the box come from `rng` (seed it per step for
 /// exact resume).
-pub fn plan_mix(cfg: &MixupConfig, labels: &[usize], num_classes: usize, [h, w]: [usize; 2], rng: &mut Rng) -> (Mix, Vec<f32>) {
+pub fn plan_mix(
+    cfg: &MixupConfig,
+    labels: &[usize],
+    num_classes: usize,
+    [h, w]: [usize; 2],
+    rng: &mut Rng,
+) -> (Mix, Vec<f32>) {
     // timm forces cutmix_alpha = 1 when a min/max box ratio is given.
     let cutmix_alpha = if cfg.cutmix_minmax.is_some() { 1.0 } else { cfg.cutmix_alpha };
     let mut lam = 1.0;

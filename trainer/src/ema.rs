@@ -58,7 +58,8 @@ struct Blend<B: Backend> {
 /// Float state the optimizer's groups do not hold (BatchNorm statistics, parameters without
 /// gradients) and integer buffers: blended or copied one tensor at a time.
 fn snapshot_outside<B: AutodiffBackend>(model: &MaxxVit<B>, grouped: &HashSet<&str>) -> Snapshot<B::InnerBackend> {
-    let mut snap = Snapshot::<B::InnerBackend> { path: KeyPath::new(false), floats: HashMap::new(), ints: HashMap::new() };
+    let mut snap =
+        Snapshot::<B::InnerBackend> { path: KeyPath::new(false), floats: HashMap::new(), ints: HashMap::new() };
     model.visit(&mut snap);
     snap.floats.retain(|k, _| !grouped.contains(k.as_str()));
     snap
@@ -120,7 +121,8 @@ impl<B: AutodiffBackend> Ema<B> {
         let keep = self.decay_at(step);
         let (groups, generation) = opt.groups();
         if self.flat.as_ref().map(|(g, _)| *g) != Some(generation) {
-            let mut mine: HashMap<String, Tensor<B::InnerBackend, 1>> = self.model.flat_tensors(false).into_iter().collect();
+            let mut mine: HashMap<String, Tensor<B::InnerBackend, 1>> =
+                self.model.flat_tensors(false).into_iter().collect();
             let flat = groups.iter().map(|g| g.pack(|k| mine.remove(k), &g.params.device())).collect();
             self.flat = Some((generation, flat));
         }

@@ -129,7 +129,6 @@ pub fn gather_grads<B: AutodiffBackend>(model: &MaxxVit<B>, grads: &GradientsPar
     KeyedGrads { grads: g.out }
 }
 
-
 /// Elements a parameter's segment of a flat group is padded to, so every segment starts at a
 /// multiple of 512 bytes (CUDA's buffer alignment; wgpu's is smaller). burn-cubecl's `slice`
 /// (`kernel/index/slice.rs`) returns a view only when both ends are aligned: a parameter whose
@@ -333,7 +332,9 @@ impl<B: AutodiffBackend> Optimizer<B> {
             let lr = lr * g.lr_scale;
             match cfg.kind {
                 // Elementwise: the whole group at once, padding included (zeros stay zeros).
-                OptimizerKind::Adamw => g.params = update(&cfg, step, g.params.clone(), grad, &mut g.moments, lr, g.weight_decay),
+                OptimizerKind::Adamw => {
+                    g.params = update(&cfg, step, g.params.clone(), grad, &mut g.moments, lr, g.weight_decay)
+                }
                 // The trust ratio is per parameter.
                 OptimizerKind::Lamb => {
                     let mut parts = HashMap::new();
@@ -342,7 +343,15 @@ impl<B: AutodiffBackend> Optimizer<B> {
                             exp_avg: Group::segment(&g.moments.exp_avg, s),
                             exp_avg_sq: Group::segment(&g.moments.exp_avg_sq, s),
                         };
-                        let p = update(&cfg, step, Group::segment(&g.params, s), Group::segment(&grad, s), &mut m, lr, g.weight_decay);
+                        let p = update(
+                            &cfg,
+                            step,
+                            Group::segment(&g.params, s),
+                            Group::segment(&grad, s),
+                            &mut m,
+                            lr,
+                            g.weight_decay,
+                        );
                         parts.insert(s.key.clone(), (p, m));
                     }
                     let device = g.params.device();

@@ -95,4 +95,3 @@ fn images_normalised_erased_and_mixed_on_the_device_equal_the_host_path() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
-

@@ -156,7 +156,9 @@ fn flat_groups_update_every_parameter_as_the_per_parameter_step_does() {
                 _ => 1.0,
             };
             for (key, g) in &keyed.grads {
-                let m = m_ref.entry(key.clone()).or_insert_with(|| Moments { exp_avg: g.zeros_like(), exp_avg_sq: g.zeros_like() });
+                let m = m_ref
+                    .entry(key.clone())
+                    .or_insert_with(|| Moments { exp_avg: g.zeros_like(), exp_avg_sq: g.zeros_like() });
                 let g = if lamb_scale != 1.0 { g.clone().mul_scalar(lamb_scale) } else { g.clone() };
                 let wd = if decays(key, ndim[key]) { cfg.weight_decay } else { 0.0 };
                 let lr = lr * lr_scale(key, stages, cfg.layer_decay);
@@ -191,7 +193,11 @@ fn flat_groups_update_every_parameter_as_the_per_parameter_step_does() {
             let moments: HashMap<_, _> = opt.moments().into_iter().collect();
             for (key, m) in &m_ref {
                 assert_eq!(values(&moments[key].exp_avg), values(&m.exp_avg), "{kind:?} step {step}: exp_avg {key}");
-                assert_eq!(values(&moments[key].exp_avg_sq), values(&m.exp_avg_sq), "{kind:?} step {step}: exp_avg_sq {key}");
+                assert_eq!(
+                    values(&moments[key].exp_avg_sq),
+                    values(&m.exp_avg_sq),
+                    "{kind:?} step {step}: exp_avg_sq {key}"
+                );
             }
             let got = by_key(ema.model());
             for (key, e) in &ema_ref {

@@ -229,13 +229,7 @@ impl Erasure {
 /// timm `RandomErasing`'s boxes for one image: with probability `prob`, `count` boxes of 2–33 %
 /// of the area with log-uniform aspect ratio in (0.3, 1/0.3), filled per `mode` (`pixel`:
 /// per-pixel normal values, `rand`: one normal colour, `const`: zeros).
-pub fn erasures(
-    [h, w]: [usize; 2],
-    prob: f64,
-    mode: &str,
-    count: usize,
-    rng: &mut Rng,
-) -> Vec<Erasure> {
+pub fn erasures([h, w]: [usize; 2], prob: f64, mode: &str, count: usize, rng: &mut Rng) -> Vec<Erasure> {
     let mut out = vec![];
     if prob <= 0.0 || rng.uniform() > prob {
         return out;
