@@ -314,7 +314,10 @@ impl<B: AutodiffBackend> Optimizer<B> {
     }
 
     /// One update of every laid-out parameter at base learning rate `lr`; the returned model's
-    /// parameters are views of the updated groups.
+    /// parameters are views of the updated groups. The groups, not the model, hold the values
+    /// between updates: weights written into the model after the first update (none are in
+    /// training: loading and the initial broadcast come before it) need a fresh optimizer or
+    /// [`Optimizer::restore`], which lays out from the model again.
     pub fn step(&mut self, model: MaxxVit<B>, grads: &FlatGrads<B::InnerBackend>, lr: f64) -> MaxxVit<B> {
         self.step += 1;
         // timm Lamb divides all gradients by max(1, global norm / max_grad_norm = 1.0).

@@ -12,10 +12,13 @@ use model::{MaxxVit, SaveDtype};
 use trainer::config::RunConfig;
 use trainer::train::{Outcome, Resume};
 
+mod common;
+// The device-side input path, in this test binary rather than its own (one link fewer in CI).
+#[path = "train/device_input.rs"]
+mod device_input;
+
 /// Burn's CPU backend has one process-wide RNG, reseeded by every training step; runs in
 /// parallel test threads would interleave their draws, so in-process runs take turns.
-mod common;
-
 fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

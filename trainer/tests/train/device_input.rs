@@ -1,6 +1,7 @@
 //! Batches as a GPU run gets them (`u8`, normalised, erased and mixed on the device) against
 //! batches as the CPU run gets them (normalised, erased and mixed on the host): the same
-//! images, on burn-flex bit for bit, and on wgpu (lavapipe) within float rounding.
+//! images, on burn-flex bit for bit, and on wgpu (lavapipe) within float rounding. Part of the
+//! `train` test binary.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
