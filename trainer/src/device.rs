@@ -41,6 +41,11 @@ impl DeviceChoice {
     }
 }
 
+/// Whether `B` runs CubeCL kernels (wgpu, CUDA) rather than burn-flex on the CPU.
+pub fn is_cubecl<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
+    !B::name(device).to_lowercase().contains("flex")
+}
+
 /// A clear error instead of a panic deep in the backend when `cuda:index` cannot be used: no
 /// driver library, a driver that fails to start, or fewer GPUs than the index.
 #[cfg(feature = "cuda")]

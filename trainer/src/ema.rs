@@ -21,13 +21,15 @@ pub struct Ema<B: AutodiffBackend> {
     flat: Option<(u64, Vec<Tensor<B::InnerBackend, 1>>)>,
 }
 
-struct Snapshot<B: Backend> {
+struct Snapshot<'a, B: Backend> {
     path: KeyPath,
+    /// Float keys left out (the optimizer's groups, blended flat).
+    skip: &'a HashSet<&'a str>,
     floats: HashMap<String, Tensor<B, 1>>,
     ints: HashMap<String, Tensor<B, 1, Int>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Snapshot<B::InnerBackend> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for Snapshot<'_, B::InnerBackend> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -37,9 +39,13 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Snapshot<B::InnerBackend> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let key = self.path.key();
+        if self.skip.contains(key.as_str()) {
+            return;
+        }
         let t = param.val().inner();
         let n = t.shape().num_elements();
-        self.floats.insert(self.path.key(), t.reshape([n]));
+        self.floats.insert(key, t.reshape([n]));
     }
 
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
@@ -49,23 +55,13 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Snapshot<B::InnerBackend> {
     }
 }
 
-struct Blend<B: Backend> {
+struct Blend<'a, B: Backend> {
     path: KeyPath,
-    snap: Snapshot<B>,
+    snap: Snapshot<'a, B>,
     keep: f64,
 }
 
-/// Float state the optimizer's groups do not hold (BatchNorm statistics, parameters without
-/// gradients) and integer buffers: blended or copied one tensor at a time.
-fn snapshot_outside<B: AutodiffBackend>(model: &MaxxVit<B>, grouped: &HashSet<&str>) -> Snapshot<B::InnerBackend> {
-    let mut snap =
-        Snapshot::<B::InnerBackend> { path: KeyPath::new(false), floats: HashMap::new(), ints: HashMap::new() };
-    model.visit(&mut snap);
-    snap.floats.retain(|k, _| !grouped.contains(k.as_str()));
-    snap
-}
-
-impl<B: Backend> ModuleMapper<B> for Blend<B> {
+impl<B: Backend> ModuleMapper<B> for Blend<'_, B> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -132,8 +128,12 @@ impl<B: AutodiffBackend> Ema<B> {
             *e = e.clone().mul_scalar(keep) + g.params.clone().mul_scalar(1.0 - keep);
             views.extend(g.views(e));
         }
+        // The rest (BatchNorm statistics, parameters without gradients, integer buffers): one
+        // tensor at a time.
         let grouped: HashSet<&str> = views.keys().map(String::as_str).collect();
-        let snap = snapshot_outside(model, &grouped);
+        let mut snap =
+            Snapshot { path: KeyPath::new(false), skip: &grouped, floats: HashMap::new(), ints: HashMap::new() };
+        model.visit(&mut snap);
         let mut blend = Blend { path: KeyPath::new(false), snap, keep };
         self.model = self.model.clone().map(&mut blend).set_flat_tensors(views);
     }

@@ -14,7 +14,7 @@ use data::mixup::Mix;
 /// backends), normalised `f32` on the CPU backend (there, the loader's worker threads are the
 /// faster place for it). `force` overrides (config `data.normalize_on_device`).
 pub fn output_for<B: Backend>(device: &B::Device, force: Option<bool>) -> Output {
-    let on_device = force.unwrap_or_else(|| !B::name(device).to_lowercase().contains("flex"));
+    let on_device = force.unwrap_or_else(|| crate::device::is_cubecl::<B>(device));
     if on_device {
         Output::U8
     } else {

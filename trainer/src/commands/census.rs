@@ -121,7 +121,7 @@ pub struct CensusArgs {
 
 /// Warm-up steps, then one census step; prints the table and the JSON line.
 pub fn run<B: Backend>(device: &B::Device, args: CensusArgs) -> Result<()> {
-    if B::name(device).to_lowercase().contains("flex") {
+    if !crate::device::is_cubecl::<B>(device) {
         bail!("--census counts CubeCL kernel launches: use --device wgpu or cuda");
     }
     B::seed(device, 0);
