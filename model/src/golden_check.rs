@@ -62,7 +62,7 @@ impl Checker<'_> {
 
 /// Run `case` on `device`; errors only for unreadable fixtures or weights.
 pub fn check_case<B: AutodiffBackend>(case: &GoldenCase, device: &B::Device) -> Result<CaseReport, ModelError> {
-    crate::layers::depthwise::register::<B::InnerBackend>();
+    crate::layers::register_autodiff_ops::<B::InnerBackend>();
     let io = case.io()?;
     let mut c = Checker { case: &case.name, io: &io, report: CaseReport::default() };
     let model = MaxxVit::<B>::new(&case.cfg, &case.args, device)?;
@@ -142,7 +142,7 @@ pub fn autocast_deviation<B: AutodiffBackend>(
     device: &B::Device,
     dtype: burn::tensor::FloatDType,
 ) -> Result<AutocastDeviation, ModelError> {
-    crate::layers::depthwise::register::<B::InnerBackend>();
+    crate::layers::register_autodiff_ops::<B::InnerBackend>();
     let io = case.io()?;
     let get = |what: &str| {
         io.get(what).ok_or_else(|| ModelError::Format { path: case.io_path(), reason: format!("no tensor '{what}'") })

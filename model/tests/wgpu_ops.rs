@@ -157,7 +157,7 @@ struct Depthwise {
 impl Probe for Depthwise {
     fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
         use burn::tensor::ops::ConvOptions;
-        model::layers::depthwise::register::<B::InnerBackend>();
+        model::layers::register_autodiff_ops::<B::InnerBackend>();
         let (c, co, k, s) = (self.channels, self.channels * self.multiplier, self.kernel, self.stride);
         let x = Tensor::<B, 4>::from_data(data(&[2, c, self.size, self.size], 6, 1.0), d).require_grad();
         let w = Tensor::<B, 4>::from_data(data(&[co, 1, k, k], 7, 0.5), d).require_grad();
@@ -197,6 +197,56 @@ fn depthwise_conv_matches_burns_conv2d_and_flex() {
             "{channels}x{multiplier} k{kernel} s{stride} {size}px: ours vs Burn's on flex {vs_burn:.2e}"
         );
         assert_exact(&ours, &format!("k{kernel} s{stride}"));
+    }
+}
+
+/// Layer norm over axis `dim` of a `[2, 6, 5, 24]`-shaped map (made from an NCHW tensor by a
+/// permute when `permuted`, as the channels-last blocks get it), and the gradients of a weighted
+/// sum of its output, through our op (`layers::layer_norm`) or the taped decomposition.
+struct LayerNormProbe {
+    dim: usize,
+    permuted: bool,
+    ours: bool,
+}
+
+impl Probe for LayerNormProbe {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use model::layers::layer_norm::{decomposed, layer_norm};
+        model::layers::register_autodiff_ops::<B::InnerBackend>();
+        let dims = [2, 6, 5, 24];
+        let x = if self.permuted {
+            Tensor::<B, 4>::from_data(data(&[2, 24, 6, 5], 41, 2.0), d).require_grad()
+        } else {
+            Tensor::<B, 4>::from_data(data(&dims, 41, 2.0), d).require_grad()
+        };
+        let input = if self.permuted { x.clone().permute([0, 2, 3, 1]) } else { x.clone() };
+        let c = dims[self.dim];
+        let w = Tensor::<B, 1>::from_data(data(&[c], 42, 1.0), d).require_grad();
+        let b = Tensor::<B, 1>::from_data(data(&[c], 43, 0.5), d).require_grad();
+        let norm = if self.ours { layer_norm::<B, 4> } else { decomposed::<B, 4> };
+        let y = norm(input.add_scalar(0.25), w.clone(), b.clone(), self.dim, 1e-5);
+        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 44, 1.0), d);
+        let grads = (y.clone() * probe).sum().backward();
+        let mut out = values(y.inner());
+        for g in [values(x.grad(&grads).unwrap()), values(w.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())] {
+            out.extend(g);
+        }
+        out
+    }
+}
+
+/// Our layer norm (one autodiff node, torch's backward formula) equals the taped decomposition
+/// on flex, and flex on fused and unfused wgpu: channels-last (last axis, contiguous and
+/// permuted) and LayerNorm2d's channel axis of NCHW.
+#[test]
+fn layer_norm_op_matches_the_decomposition_and_flex() {
+    for (dim, permuted) in [(3, false), (3, true), (1, false)] {
+        let ours = LayerNormProbe { dim, permuted, ours: true };
+        let cpu_ours = ours.run::<Cpu>(&Default::default());
+        let cpu_taped = LayerNormProbe { ours: false, ..ours }.run::<Cpu>(&Default::default());
+        let vs_taped = rel_l2(&cpu_ours, &cpu_taped, 0.0);
+        assert!(vs_taped < 1e-6, "axis {dim} permuted {permuted}: ours vs the decomposition on flex {vs_taped:.2e}");
+        assert_exact(&ours, &format!("layer norm axis {dim} permuted {permuted}"));
     }
 }
 

@@ -272,8 +272,16 @@ enum Command {
         amp: trainer::config::Precision,
         /// The CubeCL backend without its fusion compiler (wgpu or cuda), to tell fusion
         /// faults from kernel faults.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "and_unfused")]
         no_fusion: bool,
+        /// Each case with fusion, then without it, in this one process (f32; wgpu or cuda): the
+        /// two share the device's compiled kernels, which on lavapipe is most of the time.
+        #[arg(long)]
+        and_unfused: bool,
+        /// Check only the cases PART, PART+COUNT, ... of the sorted case list, so COUNT
+        /// processes share one check.
+        #[arg(long, value_name = "PART/COUNT", default_value = "0/1")]
+        shard: commands::golden::Shard,
     },
     /// Check and time this job's collective (NCCL on cuda, TCP on cpu), at any world size
     /// (RANK/WORLD_SIZE/MASTER_* as for training; 1 process if unset).
@@ -492,14 +500,17 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::GoldenCheck { dir, device, amp, no_fusion } => {
+        Command::GoldenCheck { dir, device, amp, no_fusion, and_unfused, shard } => {
             let dir = dir.unwrap_or_else(model::golden::golden_dir);
-            if no_fusion {
-                return golden_check_unfused(device, amp, &dir);
+            if amp != trainer::config::Precision::F32 && shard != commands::golden::Shard::ALL {
+                bail!("--shard splits the f32 check; --amp bf16 runs every case");
+            }
+            if no_fusion || and_unfused {
+                return golden_check_unfused(device, amp, &dir, shard, and_unfused);
             }
             match amp {
                 trainer::config::Precision::F32 => {
-                    with_backend!(device, |B, dev| commands::golden::run::<B>(&dev, &dir))
+                    with_backend!(device, |B, dev| commands::golden::run::<B>(&dev, &dir, shard))
                 }
                 trainer::config::Precision::Bf16 => {
                     with_backend!(device, |B, dev| commands::golden::run_bf16::<B>(&dev, &dir))
@@ -514,29 +525,46 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `golden-check --no-fusion`: the same check on the bare CubeCL backend.
-fn golden_check_unfused(device: DeviceChoice, amp: trainer::config::Precision, dir: &std::path::Path) -> Result<()> {
-    fn check<B: burn::tensor::backend::Backend>(
-        dev: &B::Device,
-        amp: trainer::config::Precision,
+/// `golden-check --no-fusion`: the same check on the bare CubeCL backend; `--and-unfused`: on
+/// the fused backend, then the bare one, case by case.
+fn golden_check_unfused(
+    device: DeviceChoice,
+    amp: trainer::config::Precision,
+    dir: &std::path::Path,
+    shard: commands::golden::Shard,
+    and_fused: bool,
+) -> Result<()> {
+    use trainer::config::Precision;
+    fn check<F: burn::tensor::backend::Backend, U: burn::tensor::backend::Backend>(
+        fused: &F::Device,
+        unfused: &U::Device,
+        amp: Precision,
         dir: &std::path::Path,
+        shard: commands::golden::Shard,
+        and_fused: bool,
     ) -> Result<()> {
-        match amp {
-            trainer::config::Precision::F32 => commands::golden::run::<B>(dev, dir),
-            trainer::config::Precision::Bf16 => commands::golden::run_bf16::<B>(dev, dir),
+        match (amp, and_fused) {
+            (Precision::F32, false) => commands::golden::run::<U>(unfused, dir, shard),
+            (Precision::F32, true) => commands::golden::run_fused_and_unfused::<F, U>(fused, unfused, dir, shard),
+            (Precision::Bf16, false) => commands::golden::run_bf16::<U>(unfused, dir),
+            (Precision::Bf16, true) => bail!("--and-unfused checks f32; run --amp bf16 once per backend"),
         }
     }
     match device {
-        DeviceChoice::Cpu => bail!("--no-fusion: the cpu backend has no fusion compiler; use --device wgpu or cuda"),
+        DeviceChoice::Cpu => {
+            bail!("--no-fusion / --and-unfused: the cpu backend has no fusion compiler; use --device wgpu or cuda")
+        }
         #[cfg(feature = "wgpu")]
         DeviceChoice::Wgpu => {
             device::check_wgpu()?;
-            check::<device::WgpuUnfused>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, amp, dir)
+            let dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+            check::<burn::backend::Wgpu, device::WgpuUnfused>(&dev, &dev, amp, dir, shard, and_fused)
         }
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(i) => {
             device::check_cuda(i)?;
-            check::<device::CudaUnfused>(&burn::backend::cuda::CudaDevice::new(i), amp, dir)
+            let dev = burn::backend::cuda::CudaDevice::new(i);
+            check::<burn::backend::Cuda, device::CudaUnfused>(&dev, &dev, amp, dir, shard, and_fused)
         }
         #[allow(unreachable_patterns)]
         other => bail!("--device {other:?}: this binary was built without that backend"),

@@ -85,7 +85,7 @@ pub fn run_with<B: Backend>(
     // Train and validation forwards on this thread run under the configured precision, as
     // timm's train and validate both run inside `amp_autocast`.
     let _autocast = model::autocast::autocast(cfg.training.precision.autocast_dtype());
-    model::layers::depthwise::register::<B>();
+    model::layers::register_autodiff_ops::<B>();
     let mut t = Trainer::<B>::setup(device, cfg, resume, coll)?;
     while t.epoch < t.total_epochs && t.global_step < t.max_steps {
         t.train_epoch(coll)?;

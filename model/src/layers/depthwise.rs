@@ -12,14 +12,9 @@
 //! stride and dilation). Forward, input gradient and bias gradient are Burn's.
 //!
 //! The op is an autodiff node (`Autodiff<I>`), generic over the inner backend `I`; under fusion
-//! its inner ops are ordinary fused ops. Rust has no specialisation, and the model is generic
-//! over `B: Backend`, so autodiff backends opt in at run time with [`register`] (the trainer and
-//! the golden check do); an unregistered backend gets Burn's `conv2d` (same values, the
-//! per-channel loop).
-
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+//! its inner ops are ordinary fused ops. Autodiff backends opt in at run time
+//! ([`super::register_autodiff_ops`]); an unregistered backend gets Burn's `conv2d` (same
+//! values, the per-channel loop).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -34,21 +29,10 @@ use burn::tensor::{Tensor, TensorPrimitive};
 
 type DepthwiseFn<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvOptions<2>) -> Tensor<B, 4>;
 
-fn registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
 /// Route the depthwise convs of models on `Autodiff<I>` through the constant-launch weight
-/// gradient. Idempotent.
-pub fn register<I: Backend>() {
-    let f: DepthwiseFn<Autodiff<I>> = depthwise_autodiff::<I>;
-    registry().write().unwrap().insert(TypeId::of::<Autodiff<I>>(), Box::new(f));
-}
-
-/// Whether `B` was [`register`]ed.
-pub fn is_registered<B: Backend>() -> bool {
-    registry().read().unwrap().contains_key(&TypeId::of::<B>())
+/// gradient.
+pub(super) fn register<I: Backend>() {
+    super::register_op::<DepthwiseFn<Autodiff<I>>>(depthwise_autodiff::<I>);
 }
 
 /// A depthwise conv2d (`options.groups` = input channels, weight `[C·m, 1, k, k]`).
@@ -58,9 +42,7 @@ pub fn depthwise_conv2d<B: Backend>(
     bias: Option<Tensor<B, 1>>,
     options: ConvOptions<2>,
 ) -> Tensor<B, 4> {
-    let f =
-        registry().read().unwrap().get(&TypeId::of::<B>()).and_then(|f| f.downcast_ref::<DepthwiseFn<B>>().copied());
-    match f {
+    match super::registered_op::<DepthwiseFn<B>>() {
         Some(f) => f(x, weight, bias, options),
         None => conv2d(x, weight, bias, options),
     }

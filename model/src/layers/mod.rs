@@ -4,7 +4,12 @@ pub mod buffer;
 pub mod conv;
 pub mod depthwise;
 pub mod init;
+pub mod layer_norm;
 pub mod norm;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
@@ -16,6 +21,32 @@ pub use init::{Init, InitRole};
 pub use norm::{drop_path, dropout, BatchNorm2d, LayerNorm, LayerNorm2d, LayerScale, Norm2d};
 
 use crate::config::ActLayer;
+
+/// Ops of ours (an autodiff node with its own backward) for the models on `Autodiff<I>`: the
+/// depthwise conv ([`depthwise`]) and layer norm ([`layer_norm`]). Rust has no specialisation
+/// and the model is generic over `B: Backend`, so a backend opts in at run time (the trainer and
+/// the golden check do); an unregistered one gets Burn's ops (same values, more launches).
+/// Idempotent.
+pub fn register_autodiff_ops<I: Backend>() {
+    depthwise::register::<I>();
+    layer_norm::register::<I>();
+}
+
+fn op_registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Register `f` as the implementation of the op whose signature is `F` (a fn-pointer type that
+/// names the backend, so each backend and rank has its own entry).
+fn register_op<F: Any + Send + Sync + Copy>(f: F) {
+    op_registry().write().unwrap().insert(TypeId::of::<F>(), Box::new(f));
+}
+
+/// The implementation registered for the signature `F`, if any.
+fn registered_op<F: Any + Send + Sync + Copy>() -> Option<F> {
+    op_registry().read().unwrap().get(&TypeId::of::<F>()).and_then(|f| f.downcast_ref::<F>().copied())
+}
 
 /// `Tensor::swap_dims`, except that a swap moving a size-1 axis is a reshape (the same element
 /// order). Burn 0.21's CubeCL backends (fused and unfused) get the gradient wrong through a

@@ -10,6 +10,7 @@ use burn::tensor::{Distribution, Int, Tensor};
 
 use super::buffer::Buffer;
 use super::init::{param, Init};
+use super::layer_norm::layer_norm;
 use crate::config::{ActLayer, NormLayer};
 
 pub fn is_training<B: Backend>(device: &B::Device) -> bool {
@@ -108,12 +109,7 @@ impl<B: Backend> LayerNorm2d<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let c = x.dims()[1];
-        let mean = x.clone().mean_dim(1);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(1);
-        centered / var.add_scalar(self.eps).sqrt() * self.weight.val().reshape([1, c, 1, 1])
-            + self.bias.val().reshape([1, c, 1, 1])
+        layer_norm(x, self.weight.val(), self.bias.val(), 1, self.eps)
     }
 }
 
@@ -132,17 +128,7 @@ impl<B: Backend> LayerNorm<B> {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let mean = x.clone().mean_dim(D - 1);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(D - 1);
-        let shape = |c: usize| {
-            let mut s = [1usize; D];
-            s[D - 1] = c;
-            s
-        };
-        let c = self.weight.lazy_shape().dims::<1>()[0];
-        centered / var.add_scalar(self.eps).sqrt() * self.weight.val().reshape(shape(c))
-            + self.bias.val().reshape(shape(c))
+        layer_norm(x, self.weight.val(), self.bias.val(), D - 1, self.eps)
     }
 }
 

@@ -65,7 +65,7 @@ pub fn run<B: Backend>(device: &B::Device, args: BenchArgs) -> Result<()> {
         bail!("--steps and --batch-size must be positive");
     }
     B::seed(device, 0);
-    model::layers::depthwise::register::<B>();
+    model::layers::register_autodiff_ops::<B>();
     let _autocast =
         model::autocast::autocast((args.precision == Precision::Bf16).then_some(burn::tensor::FloatDType::BF16));
     let model = MaxxVit::<Autodiff<B>>::new(&args.spec.cfg, &args.spec.args, device)?;

@@ -1,6 +1,7 @@
 //! `trainer benchmark --census`: the kernels one training step launches on a CubeCL device
 //! (wgpu here, CUDA on a GPU), by kind, for two phases: forward + loss + backward (the count
-//! comparable with timm's dispatched aten ops, `bench/timm_opcount.py`) and optimizer + EMA.
+//! comparable with timm's dispatched aten ops, `bench/timm_opcount.py`; also split into forward
+//! + loss and backward) and optimizer + EMA.
 //!
 //! CubeCL logs every launch with its time when its profiling logger is on; the census turns it
 //! on (into a file) before the device starts, runs warm-up steps, then one step with the
@@ -38,7 +39,7 @@ pub fn enable_kernel_log(path: &Path) -> Result<()> {
 }
 
 /// One phase's launches: kind → (count, summed device time).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Phase {
     pub kinds: BTreeMap<String, (usize, Duration)>,
 }
@@ -125,7 +126,7 @@ pub fn run<B: Backend>(device: &B::Device, args: CensusArgs) -> Result<()> {
         bail!("--census counts CubeCL kernel launches: use --device wgpu or cuda");
     }
     B::seed(device, 0);
-    model::layers::depthwise::register::<B>();
+    model::layers::register_autodiff_ops::<B>();
     let mut model = MaxxVit::<Autodiff<B>>::new(&args.spec.cfg, &args.spec.args, device)?;
     let mut opt = Optimizer::<Autodiff<B>>::new(OptimizerSection::default(), args.spec.cfg.embed_dim.len());
     let mut ema = Ema::new(&model, 0.9998, true);
@@ -144,6 +145,10 @@ pub fn run<B: Backend>(device: &B::Device, args: CensusArgs) -> Result<()> {
         }
         let logits = model.forward(x.clone());
         let loss = log_softmax(logits, 1).gather(1, target.clone().reshape([b, 1])).mean().neg();
+        B::sync(device)?;
+        if census {
+            phases.push(cursor.phase()?);
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         B::sync(device)?;
         if census {
@@ -160,12 +165,29 @@ pub fn run<B: Backend>(device: &B::Device, args: CensusArgs) -> Result<()> {
         }
         tracing::info!(step, warmup = !census, "census step");
     }
-    print(&args, B::name(device), &phases[0], &phases[1]);
+    let [forward, backward, update] = <[Phase; 3]>::try_from(phases).expect("three phases");
+    print(&args, B::name(device), &forward, &backward, &update);
     Ok(())
 }
 
-fn print(args: &CensusArgs, backend: String, step: &Phase, update: &Phase) {
-    println!("{:<44} {:>8} {:>12}   {:>8} {:>12}", "kernel kind", "fwd+bwd", "time", "update", "time");
+impl Phase {
+    fn plus(&self, other: &Phase) -> Phase {
+        let mut sum = Phase { kinds: self.kinds.clone() };
+        for (kind, (n, t)) in &other.kinds {
+            let entry = sum.kinds.entry(kind.clone()).or_default();
+            entry.0 += n;
+            entry.1 += *t;
+        }
+        sum
+    }
+}
+
+fn print(args: &CensusArgs, backend: String, forward: &Phase, backward: &Phase, update: &Phase) {
+    let step = &forward.plus(backward);
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>12}   {:>8} {:>12}",
+        "kernel kind", "forward", "backward", "fwd+bwd", "time", "update", "time"
+    );
     let mut kinds: Vec<&String> = step.kinds.keys().chain(update.kinds.keys()).collect();
     kinds.sort();
     kinds.dedup();
@@ -175,11 +197,14 @@ fn print(args: &CensusArgs, backend: String, step: &Phase, update: &Phase) {
     let cell = |p: &Phase, k: &str| p.kinds.get(k).map_or((0, Duration::ZERO), |v| *v);
     for kind in &kinds {
         let ((n1, t1), (n2, t2)) = (cell(step, kind), cell(update, kind));
-        println!("{kind:<44} {n1:>8} {:>12.3?}   {n2:>8} {:>12.3?}", t1, t2);
+        let (f, b) = (cell(forward, kind).0, cell(backward, kind).0);
+        println!("{kind:<44} {f:>8} {b:>8} {n1:>8} {:>12.3?}   {n2:>8} {:>12.3?}", t1, t2);
     }
     println!(
-        "{:<44} {:>8} {:>12.3?}   {:>8} {:>12.3?}",
+        "{:<44} {:>8} {:>8} {:>8} {:>12.3?}   {:>8} {:>12.3?}",
         "total",
+        forward.launches(),
+        backward.launches(),
         step.launches(),
         step.time(),
         update.launches(),
@@ -196,6 +221,7 @@ fn print(args: &CensusArgs, backend: String, step: &Phase, update: &Phase) {
         serde_json::json!({
             "census": "kernels", "model": args.spec.name, "backend": backend, "batch": args.batch_size,
             "img_size": args.spec.args.img_size, "kernels_per_step": step.launches(),
+            "kernels_forward": forward.launches(), "kernels_backward": backward.launches(),
             "kernels_optimizer": update.launches(), "time_per_step_s": step.time().as_secs_f64(),
             "time_optimizer_s": update.time().as_secs_f64(),
             "by_kind": {"forward_backward": by_kind(step), "optimizer_ema": by_kind(update)},
