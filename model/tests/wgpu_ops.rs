@@ -250,6 +250,54 @@ fn layer_norm_op_matches_the_decomposition_and_flex() {
     }
 }
 
+/// Attention over a qkv projection `[2, 16, 3·2·8]` split head-first (the rw layout) as the
+/// channels-last blocks do, with a relative-position bias or without, and the gradients of a
+/// weighted sum of its output with respect to the projection and the bias: our autodiff node
+/// (`layers::attention_core`) or the composition (`blocks::attention::scaled_attention`).
+struct AttentionCoreProbe {
+    bias: bool,
+    ours: bool,
+}
+
+impl Probe for AttentionCoreProbe {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use model::layers::attention_core::{registered, unstack};
+        model::layers::register_autodiff_ops::<B::InnerBackend>();
+        let (b, n, heads, dh) = (2, 16, 2, 8);
+        let qkv = Tensor::<B, 3>::from_data(data(&[b, n, 3 * heads * dh], 51, 1.0), d).require_grad();
+        let bias = Tensor::<B, 3>::from_data(data(&[heads, n, n], 52, 0.5), d).require_grad();
+        let stacked: Tensor<B, 5> = qkv.clone().reshape([b, n, heads, 3, dh]).permute([3, 0, 2, 1, 4]);
+        let bias_in = self.bias.then(|| bias.clone());
+        let y = if self.ours {
+            registered::<B>().expect("registered")(stacked, bias_in)
+        } else {
+            let [q, k, v] = unstack(stacked);
+            model::blocks::attention::scaled_attention(q, k, v, bias_in, 0.0)
+        };
+        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 53, 1.0), d);
+        let grads = (y.clone() * probe).sum().backward();
+        let mut out = values(y.inner());
+        out.extend(values(qkv.grad(&grads).unwrap()));
+        if self.bias {
+            out.extend(values(bias.grad(&grads).unwrap()));
+        }
+        out
+    }
+}
+
+/// Our attention node equals the composition on flex, and flex on fused and unfused wgpu.
+#[test]
+fn attention_node_matches_the_composition_and_flex() {
+    for bias in [true, false] {
+        let ours = AttentionCoreProbe { bias, ours: true };
+        let cpu_ours = ours.run::<Cpu>(&Default::default());
+        let cpu_composed = AttentionCoreProbe { bias, ours: false }.run::<Cpu>(&Default::default());
+        let vs_composed = rel_l2(&cpu_ours, &cpu_composed, 0.0);
+        assert!(vs_composed < 1e-6, "bias {bias}: ours vs the composition on flex {vs_composed:.2e}");
+        assert_exact(&ours, &format!("attention node, bias {bias}"));
+    }
+}
+
 /// A `[b, c, 1, 1]` map to tokens `[b, 1, c]` and on (`Attention2d` on a 1x1 map): reshape,
 /// swap of the size-1 axis, reshape; the gradient of a weighted sum with respect to the map.
 /// Burn's `swap_dims` or ours (`layers::swap_dims`, a reshape when an axis has size 1).
