@@ -20,9 +20,9 @@ use burn::backend::Autodiff;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 
-use super::swap_dims;
+use super::{float, primitive, swap_dims};
 
 type AttentionFn<B> = fn(Tensor<B, 5>, Option<Tensor<B, 3>>) -> Tensor<B, 4>;
 
@@ -58,14 +58,6 @@ fn forward<B: Backend>(stacked: Tensor<B, 5>, bias: Option<Tensor<B, 3>>) -> [Te
 
 fn scale(dim_head: usize) -> f64 {
     (dim_head as f64).powf(-0.5)
-}
-
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
 }
 
 /// Parents `[stacked]` or `[stacked, bias]`.
@@ -132,5 +124,5 @@ fn attention_autodiff<I: Backend>(
             OpsKind::UnTracked(prep) => prep.finish(out),
         },
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    float(out)
 }

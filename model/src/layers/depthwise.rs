@@ -25,7 +25,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
+
+use super::{float, primitive};
 
 type DepthwiseFn<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvOptions<2>) -> Tensor<B, 4>;
 
@@ -46,10 +48,6 @@ pub fn depthwise_conv2d<B: Backend>(
         Some(f) => f(x, weight, bias, options),
         None => conv2d(x, weight, bias, options),
     }
-}
-
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 /// `dW` of a depthwise conv as one grouped convolution over the batch (module docs).
@@ -87,12 +85,12 @@ impl<I: Backend, const N: usize> Backward<I, N> for DepthwiseBackward {
         if let Some(Some(node)) = ops.parents.get(2) {
             // Σ over batch and space, per output channel.
             let g = float::<I, 4>(grad.clone()).sum_dim(0).sum_dim(2).sum_dim(3).flatten::<1>(0, 3);
-            grads.register::<I>(node.id, g.into_primitive().tensor());
+            grads.register::<I>(node.id, primitive(g));
         }
         if let Some(node) = &ops.parents[1] {
             let dims = float::<I, 4>(weight.clone()).dims();
             let g = depthwise_weight_grad(float::<I, 4>(x.clone()), float::<I, 4>(grad.clone()), dims, &options);
-            grads.register::<I>(node.id, g.into_primitive().tensor());
+            grads.register::<I>(node.id, primitive(g));
         }
         if let Some(node) = &ops.parents[0] {
             grads.register::<I>(node.id, I::conv2d_x_backward(x, weight, grad, options));
@@ -120,14 +118,14 @@ fn depthwise_autodiff<I: Backend>(
     bias: Option<Tensor<Autodiff<I>, 1>>,
     options: ConvOptions<2>,
 ) -> Tensor<Autodiff<I>, 4> {
-    let x: FloatTensor<Autodiff<I>> = x.into_primitive().tensor();
-    let weight: FloatTensor<Autodiff<I>> = weight.into_primitive().tensor();
-    let out = match bias.map(|b| b.into_primitive().tensor()) {
+    let x: FloatTensor<Autodiff<I>> = primitive(x);
+    let weight: FloatTensor<Autodiff<I>> = primitive(weight);
+    let out = match bias.map(primitive) {
         Some(b) => {
             let (bias_node, bias) = (b.node.clone(), b.primitive);
             tracked!(x, weight, Some(bias.clone()), [x.node.clone(), weight.node.clone(), bias_node], options)
         }
         None => tracked!(x, weight, None, [x.node.clone(), weight.node.clone()], options),
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    float(out)
 }

@@ -21,7 +21,9 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
+
+use super::{float, primitive};
 
 type LayerNormFn<B, const D: usize> = fn(Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>, usize, f64) -> Tensor<B, D>;
 
@@ -93,14 +95,6 @@ fn sum_except<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor
         t = t.sum_dim(0);
     }
     t.reshape([dims[dim]])
-}
-
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
 }
 
 /// The backward node: parents `[x, weight, bias]`.
@@ -175,5 +169,5 @@ fn layer_norm_autodiff<I: Backend, const D: usize>(
         }
         OpsKind::UnTracked(prep) => prep.finish(primitive(y)),
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    float(out)
 }

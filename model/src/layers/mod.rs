@@ -14,7 +14,8 @@ use std::sync::{OnceLock, RwLock};
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 pub use buffer::Buffer;
 pub use conv::{pool2d, Conv2d, ConvSpec, Downsample2d, Linear};
@@ -43,6 +44,16 @@ fn op_registry() -> &'static RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>
 /// names the backend, so each backend and rank has its own entry).
 fn register_op<F: Any + Send + Sync + Copy>(f: F) {
     op_registry().write().unwrap().insert(TypeId::of::<F>(), Box::new(f));
+}
+
+/// A float primitive as a tensor of rank `D` (our autodiff nodes work on primitives).
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// A float tensor's primitive.
+fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
 }
 
 /// The implementation registered for the signature `F`, if any.
