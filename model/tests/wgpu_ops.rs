@@ -73,6 +73,30 @@ fn assert_still_faulty(probe: &impl Probe, above: f64, fault: &str, workaround: 
     );
 }
 
+/// `y` followed by the gradients `grads_of` reads from the backward of `sum(y · probe)`, with
+/// `probe` deterministic values from `seed`: what a probe compares across backends.
+fn output_and_grads<B: AutodiffBackend, const D: usize>(
+    y: Tensor<B, D>,
+    seed: u64,
+    grads_of: impl FnOnce(&B::Gradients) -> Vec<Vec<f32>>,
+) -> Vec<f32> {
+    let probe = Tensor::<B, D>::from_data(data(&y.dims(), seed, 1.0), &y.device());
+    let grads = (y.clone() * probe).sum().backward();
+    let mut out = values(y.inner());
+    out.extend(grads_of(&grads).into_iter().flatten());
+    out
+}
+
+/// Our op (`ours`) equals the composition it replaces (`composed`) on flex, and flex on fused and
+/// unfused wgpu.
+fn assert_matches_composition(ours: &impl Probe, composed: &impl Probe, what: &str) {
+    let cpu_ours = ours.run::<Cpu>(&Default::default());
+    let cpu_composed = composed.run::<Cpu>(&Default::default());
+    let vs_composed = rel_l2(&cpu_ours, &cpu_composed, 0.0);
+    assert!(vs_composed < 1e-6, "{what}: ours vs the composition on flex {vs_composed:.2e}");
+    assert_exact(ours, what);
+}
+
 /// The gradient of `sum(gelu(x)·w)` for x over [-4, 4): ours (`gelu_exact`) or Burn's `gelu`.
 struct GeluGrad {
     ours: bool,
@@ -169,13 +193,9 @@ impl Probe for Depthwise {
         } else {
             burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options)
         };
-        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 9, 1.0), d);
-        let grads = (y.clone() * probe).sum().backward();
-        let mut out = values(y.inner());
-        for g in [values(x.grad(&grads).unwrap()), values(w.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())] {
-            out.extend(g);
-        }
-        out
+        output_and_grads(y, 9, |g| {
+            vec![values(x.grad(g).unwrap()), values(w.grad(g).unwrap()), values(b.grad(g).unwrap())]
+        })
     }
 }
 
@@ -188,15 +208,8 @@ fn depthwise_conv_matches_burns_conv2d_and_flex() {
         [(16, 1, 3, 1, 8), (16, 1, 3, 2, 8), (12, 1, 7, 1, 9), (8, 2, 7, 2, 8), (24, 1, 7, 2, 7)]
     {
         let ours = Depthwise { channels, multiplier, kernel, stride, size, ours: true };
-        let burns = Depthwise { ours: false, ..ours };
-        let cpu_ours = ours.run::<Cpu>(&Default::default());
-        let cpu_burns = burns.run::<Cpu>(&Default::default());
-        let vs_burn = rel_l2(&cpu_ours, &cpu_burns, 0.0);
-        assert!(
-            vs_burn < 1e-6,
-            "{channels}x{multiplier} k{kernel} s{stride} {size}px: ours vs Burn's on flex {vs_burn:.2e}"
-        );
-        assert_exact(&ours, &format!("k{kernel} s{stride}"));
+        let what = format!("depthwise {channels}x{multiplier} k{kernel} s{stride} {size}px");
+        assert_matches_composition(&ours, &Depthwise { ours: false, ..ours }, &what);
     }
 }
 
@@ -225,13 +238,9 @@ impl Probe for LayerNormProbe {
         let b = Tensor::<B, 1>::from_data(data(&[c], 43, 0.5), d).require_grad();
         let norm = if self.ours { layer_norm::<B, 4> } else { decomposed::<B, 4> };
         let y = norm(input.add_scalar(0.25), w.clone(), b.clone(), self.dim, 1e-5);
-        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 44, 1.0), d);
-        let grads = (y.clone() * probe).sum().backward();
-        let mut out = values(y.inner());
-        for g in [values(x.grad(&grads).unwrap()), values(w.grad(&grads).unwrap()), values(b.grad(&grads).unwrap())] {
-            out.extend(g);
-        }
-        out
+        output_and_grads(y, 44, |g| {
+            vec![values(x.grad(g).unwrap()), values(w.grad(g).unwrap()), values(b.grad(g).unwrap())]
+        })
     }
 }
 
@@ -242,11 +251,8 @@ impl Probe for LayerNormProbe {
 fn layer_norm_op_matches_the_decomposition_and_flex() {
     for (dim, permuted) in [(3, false), (3, true), (1, false)] {
         let ours = LayerNormProbe { dim, permuted, ours: true };
-        let cpu_ours = ours.run::<Cpu>(&Default::default());
-        let cpu_taped = LayerNormProbe { ours: false, ..ours }.run::<Cpu>(&Default::default());
-        let vs_taped = rel_l2(&cpu_ours, &cpu_taped, 0.0);
-        assert!(vs_taped < 1e-6, "axis {dim} permuted {permuted}: ours vs the decomposition on flex {vs_taped:.2e}");
-        assert_exact(&ours, &format!("layer norm axis {dim} permuted {permuted}"));
+        let what = format!("layer norm axis {dim} permuted {permuted}");
+        assert_matches_composition(&ours, &LayerNormProbe { ours: false, ..ours }, &what);
     }
 }
 
@@ -274,14 +280,13 @@ impl Probe for AttentionCoreProbe {
             let [q, k, v] = unstack(stacked);
             model::blocks::attention::scaled_attention(q, k, v, bias_in, 0.0)
         };
-        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 53, 1.0), d);
-        let grads = (y.clone() * probe).sum().backward();
-        let mut out = values(y.inner());
-        out.extend(values(qkv.grad(&grads).unwrap()));
-        if self.bias {
-            out.extend(values(bias.grad(&grads).unwrap()));
-        }
-        out
+        output_and_grads(y, 53, |g| {
+            let mut grads = vec![values(qkv.grad(g).unwrap())];
+            if self.bias {
+                grads.push(values(bias.grad(g).unwrap()));
+            }
+            grads
+        })
     }
 }
 
@@ -289,12 +294,12 @@ impl Probe for AttentionCoreProbe {
 #[test]
 fn attention_node_matches_the_composition_and_flex() {
     for bias in [true, false] {
-        let ours = AttentionCoreProbe { bias, ours: true };
-        let cpu_ours = ours.run::<Cpu>(&Default::default());
-        let cpu_composed = AttentionCoreProbe { bias, ours: false }.run::<Cpu>(&Default::default());
-        let vs_composed = rel_l2(&cpu_ours, &cpu_composed, 0.0);
-        assert!(vs_composed < 1e-6, "bias {bias}: ours vs the composition on flex {vs_composed:.2e}");
-        assert_exact(&ours, &format!("attention node, bias {bias}"));
+        let what = format!("attention node, bias {bias}");
+        assert_matches_composition(
+            &AttentionCoreProbe { bias, ours: true },
+            &AttentionCoreProbe { bias, ours: false },
+            &what,
+        );
     }
 }
 
@@ -312,11 +317,7 @@ impl Probe for UnitAxisSwap {
         let flat = x.clone().reshape([b, c, 1]);
         let tokens = if self.ours { model::layers::swap_dims(flat, 1, 2) } else { flat.swap_dims(1, 2) };
         let y = tokens.reshape([b, 1, 1, c]);
-        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 34, 1.0), d);
-        let grads = (y.clone() * probe).sum().backward();
-        let mut out = values(y.inner());
-        out.extend(values(x.grad(&grads).unwrap()));
-        out
+        output_and_grads(y, 34, |g| vec![values(x.grad(g).unwrap())])
     }
 }
 
@@ -358,14 +359,11 @@ impl Probe for Attention2dProbe {
         let part = |s: usize| stacked.clone().narrow(0, s, 1).reshape([b, heads, n, dh]);
         let y = model::blocks::attention::scaled_attention(part(0), part(1), part(2), Some(bias.clone()), 0.0);
         let y = conv2d(swap_dims(y, 2, 3).reshape([b, dim, hw, hw]), wp.clone(), None, opts());
-        let probe = Tensor::<B, 4>::from_data(data(&y.dims(), 25, 1.0), d);
-        let grads = (y.clone() * probe).sum().backward();
-        let mut out = values(y.inner());
-        for t in [x, wq, wp] {
-            out.extend(values(t.grad(&grads).unwrap()));
-        }
-        out.extend(values(bias.grad(&grads).unwrap()));
-        out
+        output_and_grads(y, 25, |g| {
+            let mut grads: Vec<Vec<f32>> = [x, wq, wp].iter().map(|t| values(t.grad(g).unwrap())).collect();
+            grads.push(values(bias.grad(g).unwrap()));
+            grads
+        })
     }
 }
 
