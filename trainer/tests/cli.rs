@@ -179,9 +179,11 @@ fn scale_tensor(path: &Path, tensor: &str, factor: f32) {
 }
 
 #[test]
-fn golden_check_on_wgpu_fails_naming_a_sabotaged_tensor() {
+fn golden_check_fails_naming_a_sabotaged_tensor() {
     // The smallest case, copied with one stage output and one gradient off by more than their
-    // tolerances (1e-4, 1e-3).
+    // tolerances (1e-4, 1e-3). On the CPU backend: the comparison and its report are the same code
+    // on every device, and CI checks every case on wgpu (.ci/run), where this case alone cost
+    // ~4 minutes of lavapipe pipeline builds in the test suite.
     let source = golden_dir().join("coatnet_rmlp_nano_rw");
     let dir = scratch("sabotaged").join("coatnet_rmlp_nano_rw");
     std::fs::create_dir_all(&dir).unwrap();
@@ -190,8 +192,7 @@ fn golden_check_on_wgpu_fails_naming_a_sabotaged_tensor() {
     }
     scale_tensor(&dir.join("io.safetensors"), "eval.stage.1", 1.001);
     scale_tensor(&dir.join("io.safetensors"), "grad.stem.conv1.weight", 1.05);
-    let out =
-        trainer().args(["golden-check", "--device", "wgpu", "--dir"]).arg(dir.parent().unwrap()).output().unwrap();
+    let out = trainer().args(["golden-check", "--device", "cpu", "--dir"]).arg(dir.parent().unwrap()).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "a sabotaged fixture passed:\n{stdout}");
     assert!(stdout.contains("FAILED"), "{stdout}");
@@ -200,7 +201,7 @@ fn golden_check_on_wgpu_fails_naming_a_sabotaged_tensor() {
             stderr.lines().find(|l| l.contains(tensor)).unwrap_or_else(|| panic!("{tensor} not named:\n{stderr}"));
         assert!(line.contains("relative error"), "{line}");
     }
-    // Only the two sabotaged tensors fail: the rest of the case is exact on wgpu.
+    // Only the two sabotaged tensors fail: the rest of the case is within its tolerances.
     assert!(stderr.contains("2 of "), "{stderr}");
 }
 
