@@ -102,7 +102,7 @@ impl RunSelect {
     }
 }
 
-pub(crate) fn parse_resume(s: &str) -> Result<trainer::train::Resume, String> {
+fn parse_resume(s: &str) -> Result<trainer::train::Resume, String> {
     Ok(if s == "auto" { trainer::train::Resume::Auto } else { trainer::train::Resume::Path(PathBuf::from(s)) })
 }
 
