@@ -1,7 +1,8 @@
-//! The trainer: model selection, commands and (later) the training loop, split by concern.
-//! `main.rs` is only the command-line parser over these modules.
+//! The trainer: model selection, commands and the training loop, split by concern. `main.rs`
+//! only parses the command line and calls [`cli::run`].
 
 pub mod checkpoint;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod device;

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use model::state_dict::{serialize_state_dict, torch_metadata, write_atomic};
 use model::{load_safetensors, LoadMode, MaxxVit, SaveDtype};
@@ -44,7 +43,11 @@ pub struct ReleaseArgs {
     pub labels: Option<PathBuf>,
 }
 
-pub fn run<B: Backend>(device: &B::Device, args: ReleaseArgs) -> Result<()> {
+/// Write the release on the CPU backend (weights in, weights out, one self-check forward: no
+/// device to choose). Not generic, so the binary and the tests share one compiled copy.
+pub fn run(args: ReleaseArgs) -> Result<()> {
+    type B = burn::backend::Flex;
+    let device = &burn::backend::flex::FlexDevice;
     let (ckpt, state) = resolve_checkpoint(&args.source)?;
     let run_dir = ckpt.parent().and_then(Path::parent).context("checkpoint has no run directory")?;
     let cfg_path = run_dir.join("config.toml");

@@ -26,6 +26,7 @@ use model::{load_safetensors, LoadMode, MaxxVit};
 
 use crate::checkpoint::{self, Metrics, TrainState};
 use crate::config::RunConfig;
+use crate::device::DeviceChoice;
 use crate::dist::ddp::{all_reduce_grads, broadcast_state};
 use crate::dist::{Collective, Single};
 use crate::ema::Ema;
@@ -68,9 +69,21 @@ fn describe_changes(old: &str, new: &str) -> String {
     changed.join(", ")
 }
 
-/// Train in this process alone.
-pub fn run<B: Backend>(device: &B::Device, cfg: RunConfig, resume: Option<Resume>) -> Result<Outcome> {
-    run_with::<B>(device, cfg, resume, &mut Single)
+/// Train in this process alone, on the chosen device's backend.
+pub fn run(device: DeviceChoice, cfg: RunConfig, resume: Option<Resume>) -> Result<Outcome> {
+    run_on(device, cfg, resume, &mut Single)
+}
+
+/// [`run_with`] on the chosen device's backend. The binary and the tests both train through
+/// this, so the training step is compiled once per backend, here in the library (a cold build
+/// compiled it in the binary and again in the training tests: BENCH.md "CI build").
+pub fn run_on(
+    device: DeviceChoice,
+    cfg: RunConfig,
+    resume: Option<Resume>,
+    coll: &mut dyn Collective,
+) -> Result<Outcome> {
+    crate::with_backend!(device, |B, dev| run_with::<B>(&dev, cfg, resume, coll))
 }
 
 /// Train as one rank of a data-parallel job: every rank takes its share of each global batch,

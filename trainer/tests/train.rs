@@ -10,6 +10,7 @@ use burn::backend::Flex;
 use model::golden::{read_tensors, rel_l2};
 use model::{MaxxVit, SaveDtype};
 use trainer::config::RunConfig;
+use trainer::device::DeviceChoice;
 use trainer::train::{Outcome, Resume};
 
 mod common;
@@ -24,13 +25,9 @@ fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run<B: burn::tensor::backend::Backend>(
-    device: &B::Device,
-    cfg: RunConfig,
-    resume: Option<Resume>,
-) -> anyhow::Result<Outcome> {
+fn run(device: DeviceChoice, cfg: RunConfig, resume: Option<Resume>) -> anyhow::Result<Outcome> {
     let _turn = rng_turn();
-    trainer::train::run::<B>(device, cfg, resume)
+    trainer::train::run(device, cfg, resume)
 }
 
 fn repo() -> PathBuf {
@@ -63,7 +60,7 @@ fn config(out: &Path, sets: &[&str]) -> RunConfig {
 fn smoke_config_learns_fashion_mnist() {
     let out = scratch("smoke");
     let cfg = config(&out, &["schedule.epochs=2"]);
-    let outcome = run::<Flex>(&Default::default(), cfg.clone(), None).unwrap();
+    let outcome = run(DeviceChoice::Cpu, cfg.clone(), None).unwrap();
     let m = outcome.metrics.expect("validated");
     // README states: ≥ 65 % top-1 after 2 epochs on 4,000 images (chance is 10 %).
     assert!(m.top1 >= 65.0, "EMA top-1 {:.2} %", m.top1);
@@ -116,17 +113,17 @@ const RESUME_SETS: [&str; 5] = [
 #[test]
 fn resume_after_n_steps_is_bit_identical_to_a_straight_run() {
     let straight = config(&scratch("straight"), &[&RESUME_SETS[..], &["training.max_steps=8"]].concat());
-    run::<Flex>(&Default::default(), straight.clone(), None).unwrap();
+    run(DeviceChoice::Cpu, straight.clone(), None).unwrap();
 
     let out = scratch("resumed");
     let first = config(&out, &[&RESUME_SETS[..], &["training.max_steps=4"]].concat());
-    run::<Flex>(&Default::default(), first, None).unwrap();
+    run(DeviceChoice::Cpu, first, None).unwrap();
     // A changed hyper-parameter is refused, naming the key; a later max_steps is not a change.
     let changed = config(&out, &[&RESUME_SETS[..], &["training.max_steps=8", "optimizer.lr=0.1"]].concat());
-    let err = run::<Flex>(&Default::default(), changed, Some(Resume::Auto)).unwrap_err().to_string();
+    let err = run(DeviceChoice::Cpu, changed, Some(Resume::Auto)).unwrap_err().to_string();
     assert!(err.contains("optimizer.lr"), "{err}");
     let second = config(&out, &[&RESUME_SETS[..], &["training.max_steps=8"]].concat());
-    let outcome = run::<Flex>(&Default::default(), second.clone(), Some(Resume::Auto)).unwrap();
+    let outcome = run(DeviceChoice::Cpu, second.clone(), Some(Resume::Auto)).unwrap();
     assert_eq!(outcome.global_step, 8);
     same_files(&step_dir(&straight, 8), &step_dir(&second, 8));
 }
@@ -137,7 +134,7 @@ fn resume_survives_sigkill_and_a_torn_checkpoint() {
     let sets = [&RESUME_SETS[..], &["training.max_steps=12"]].concat();
     let straight_out = scratch("kill-straight");
     let straight = config(&straight_out, &sets);
-    run::<Flex>(&Default::default(), straight.clone(), None).unwrap();
+    run(DeviceChoice::Cpu, straight.clone(), None).unwrap();
 
     // The same run as a process, killed with SIGKILL after its step-4 checkpoint.
     let out = scratch("kill");
@@ -182,7 +179,7 @@ fn resume_survives_sigkill_and_a_torn_checkpoint() {
 fn pretrain_then_finetune_replaces_only_the_classifier() {
     let out = scratch("pretrain");
     let pre = config(&out, &["training.max_steps=3", "model.num_classes=40", "checkpoint.every_steps=3"]);
-    let outcome = run::<Flex>(&Default::default(), pre.clone(), None).unwrap();
+    let outcome = run(DeviceChoice::Cpu, pre.clone(), None).unwrap();
     let ckpt = outcome.last_checkpoint.unwrap();
 
     // Fine-tune on a 5-class subset (a class list), starting from the 40-class checkpoint.
@@ -214,7 +211,7 @@ fn pretrain_then_finetune_replaces_only_the_classifier() {
         }
     }
     drop(turn);
-    let outcome = run::<Flex>(&Default::default(), ft, None).unwrap();
+    let outcome = run(DeviceChoice::Cpu, ft, None).unwrap();
     assert_eq!(outcome.global_step, 2);
 }
 
@@ -222,7 +219,7 @@ fn pretrain_then_finetune_replaces_only_the_classifier() {
 fn release_writes_what_timm_loads_and_checks_itself() {
     let out = scratch("release");
     let cfg = config(&out, &["training.max_steps=2", "checkpoint.every_steps=2"]);
-    run::<Flex>(&Default::default(), cfg.clone(), None).unwrap();
+    run(DeviceChoice::Cpu, cfg.clone(), None).unwrap();
     let dest = out.join("release");
     let args = trainer::release::ReleaseArgs {
         source: cfg.run_dir(),
@@ -233,7 +230,7 @@ fn release_writes_what_timm_loads_and_checks_itself() {
     };
     {
         let _turn = rng_turn();
-        trainer::release::run::<Flex>(&Default::default(), args).unwrap();
+        trainer::release::run(args).unwrap();
     }
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dest.join("config.json")).unwrap()).unwrap();
@@ -301,7 +298,7 @@ fn a_diverging_run_stops_before_saving_non_finite_weights() {
             "training.max_steps=40",
         ],
     );
-    let err = run::<Flex>(&Default::default(), cfg.clone(), None).unwrap_err().to_string();
+    let err = run(DeviceChoice::Cpu, cfg.clone(), None).unwrap_err().to_string();
     assert!(err.contains("NaN") || err.contains("inf"), "{err}");
     // Every checkpoint that was written holds finite weights.
     for ckpt in trainer::checkpoint::list(&cfg.run_dir().join("checkpoints")) {
@@ -316,8 +313,8 @@ fn bf16_autocast_trains_with_f32_master_weights() {
     let full = config(&scratch("precision-f32"), &sets);
     let mixed = config(&scratch("precision-bf16"), &[&sets[..], &["training.precision=\"bf16\""]].concat());
     assert_ne!(full.hash(), mixed.hash(), "precision is part of what a checkpoint's config hash pins");
-    run::<Flex>(&Default::default(), full.clone(), None).unwrap();
-    let outcome = run::<Flex>(&Default::default(), mixed.clone(), None).unwrap();
+    run(DeviceChoice::Cpu, full.clone(), None).unwrap();
+    let outcome = run(DeviceChoice::Cpu, mixed.clone(), None).unwrap();
     assert_eq!(outcome.global_step, 4);
 
     // The written config says bf16; an f32 config does not mention precision at all, so the
@@ -350,7 +347,6 @@ const WGPU_LOSS_TOLERANCE: f64 = 1e-4;
 
 #[test]
 fn smoke_config_trains_on_wgpu_with_the_cpu_runs_losses() {
-    use burn::backend::wgpu::WgpuDevice;
     use trainer::metrics::{read_steps, STEP_FILE};
     static SMALL: OnceLock<PathBuf> = OnceLock::new();
     let small = SMALL.get_or_init(|| common::prepare_fashion_mnist(scratch("fmnist-small"), 256));
@@ -375,8 +371,8 @@ fn smoke_config_trains_on_wgpu_with_the_cpu_runs_losses() {
         )
     };
     let (cpu, gpu) = (sets(&scratch("losses-cpu")), sets(&scratch("losses-wgpu")));
-    run::<Flex>(&Default::default(), cpu.clone(), None).unwrap();
-    run::<burn::backend::Wgpu>(&WgpuDevice::DefaultDevice, gpu.clone(), None).unwrap();
+    run(DeviceChoice::Cpu, cpu.clone(), None).unwrap();
+    run(DeviceChoice::Wgpu, gpu.clone(), None).unwrap();
     let (a, b) =
         (read_steps(&cpu.run_dir().join(STEP_FILE)).unwrap(), read_steps(&gpu.run_dir().join(STEP_FILE)).unwrap());
     assert_eq!(a.len(), 6, "one row per update on the CPU");

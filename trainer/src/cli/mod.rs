@@ -1,43 +1,48 @@
-//! The command line: clap's definitions of `trainer`'s subcommands and their arguments (the
-//! dispatch is `run` in `main.rs`).
+//! The command line: clap's definitions of `trainer`'s subcommands and their arguments, and their
+//! dispatch (`run`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use trainer::commands;
-use trainer::device::DeviceChoice;
-use trainer::model_spec::ModelSpec;
-use trainer::pretrained::Pretrained;
+use crate::commands;
+use crate::device::DeviceChoice;
+use crate::model_spec::ModelSpec;
+use crate::pretrained::Pretrained;
+
+mod dispatch;
+mod logging;
+
+pub use dispatch::run;
 
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "Train, evaluate and release timm MaxxViT-family models")]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 /// `--model NAME[.tag]` or `--model-config FILE`.
 #[derive(Args)]
-pub(crate) struct ModelSelect {
+pub struct ModelSelect {
     /// A registered timm name, optionally with a pretrained tag (`maxvit_tiny_tf_224.in1k`).
     #[arg(long, conflicts_with = "model_config")]
-    pub(crate) model: Option<String>,
+    pub model: Option<String>,
     /// A model config file (JSON or TOML): a golden `model.json`, a bare `MaxxVitCfg`, or a
     /// timm `config.json`.
     #[arg(long)]
-    pub(crate) model_config: Option<PathBuf>,
+    pub model_config: Option<PathBuf>,
     /// Override the number of classes.
     #[arg(long)]
-    pub(crate) num_classes: Option<usize>,
+    pub num_classes: Option<usize>,
     /// Override the input size (square).
     #[arg(long)]
-    pub(crate) img_size: Option<usize>,
+    pub img_size: Option<usize>,
 }
 
 impl ModelSelect {
-    pub(crate) fn resolve(&self) -> Result<ModelSpec> {
+    pub fn resolve(&self) -> Result<ModelSpec> {
         let mut spec = match (&self.model, &self.model_config) {
             (Some(name), None) => ModelSpec::from_name(name)?,
             (None, Some(path)) => ModelSpec::from_file(path)?,
@@ -56,22 +61,22 @@ impl ModelSelect {
 /// The model and its weights: `--pretrained SOURCE`, or a model (`--model` / `--model-config`)
 /// with `--weights FILE`.
 #[derive(Args)]
-pub(crate) struct WeightsSelect {
+pub struct WeightsSelect {
     /// Model and weights together, offline: `hf-hub:ORG/NAME` (the local Hugging Face cache), a
     /// hub snapshot directory (config.json + model.safetensors), or one of our releases.
     #[arg(long, conflicts_with_all = ["model", "model_config", "weights"])]
-    pub(crate) pretrained: Option<String>,
+    pub pretrained: Option<String>,
     #[command(flatten)]
-    pub(crate) select: ModelSelect,
+    pub select: ModelSelect,
     /// Weights in timm safetensors layout (loaded strictly).
     #[arg(long)]
-    pub(crate) weights: Option<PathBuf>,
+    pub weights: Option<PathBuf>,
 }
 
 impl WeightsSelect {
-    pub(crate) fn resolve(&self) -> Result<Pretrained> {
+    pub fn resolve(&self) -> Result<Pretrained> {
         let mut p = match (&self.pretrained, &self.weights) {
-            (Some(source), _) => trainer::pretrained::resolve(source)?,
+            (Some(source), _) => crate::pretrained::resolve(source)?,
             (None, Some(weights)) => {
                 Pretrained { spec: self.select.resolve()?, weights: weights.clone(), label_names: None }
             }
@@ -86,35 +91,35 @@ impl WeightsSelect {
 
 /// `--config F [--set k=v]…`.
 #[derive(Args)]
-pub(crate) struct RunSelect {
+pub struct RunSelect {
     /// Run config (TOML).
     #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Override a config key: `--set training.batch_size=64` (repeatable).
     #[arg(long = "set")]
-    pub(crate) sets: Vec<String>,
+    pub sets: Vec<String>,
 }
 
 impl RunSelect {
-    pub(crate) fn load(&self, default: &str) -> Result<trainer::config::RunConfig> {
+    pub fn load(&self, default: &str) -> Result<crate::config::RunConfig> {
         let path = self.config.clone().unwrap_or_else(|| PathBuf::from(default));
-        trainer::config::RunConfig::load(&path, &self.sets)
+        crate::config::RunConfig::load(&path, &self.sets)
     }
 }
 
-fn parse_resume(s: &str) -> Result<trainer::train::Resume, String> {
-    Ok(if s == "auto" { trainer::train::Resume::Auto } else { trainer::train::Resume::Path(PathBuf::from(s)) })
+fn parse_resume(s: &str) -> Result<crate::train::Resume, String> {
+    Ok(if s == "auto" { crate::train::Resume::Auto } else { crate::train::Resume::Path(PathBuf::from(s)) })
 }
 
 #[derive(Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Pretrain (default config: configs/in12k_pretrain.toml).
     Train {
         #[command(flatten)]
         run: RunSelect,
         /// `auto` (newest good checkpoint of the run) or a checkpoint directory.
         #[arg(long, value_parser = parse_resume)]
-        resume: Option<trainer::train::Resume>,
+        resume: Option<crate::train::Resume>,
     },
     /// Fine-tune from a checkpoint or released weights (default config: configs/in1k_finetune.toml).
     Finetune {
@@ -124,7 +129,7 @@ pub(crate) enum Command {
         #[arg(long)]
         init: Option<PathBuf>,
         #[arg(long, value_parser = parse_resume)]
-        resume: Option<trainer::train::Resume>,
+        resume: Option<crate::train::Resume>,
     },
     /// Print the resolved run config (file + environment + --set) and its hash.
     Config {
@@ -269,7 +274,7 @@ pub(crate) enum Command {
         /// f32: every tensor within the fixture tolerances; bf16: the train step under bf16
         /// autocast within timm's own bf16 spread of its f32 step.
         #[arg(long, value_enum, default_value = "f32")]
-        amp: trainer::config::Precision,
+        amp: crate::config::Precision,
         /// The CubeCL backend without its fusion compiler (wgpu or cuda), to tell fusion
         /// faults from kernel faults.
         #[arg(long, conflicts_with = "and_unfused")]
@@ -301,7 +306,7 @@ pub(crate) enum Command {
 }
 
 #[derive(Subcommand)]
-pub(crate) enum DataCommand {
+pub enum DataCommand {
     /// Write Fashion-MNIST as an ImageFolder of JPEGs and as WebDataset shards.
     Prepare {
         /// Output directory (gets imagefolder/, wds/ and classes.txt).
