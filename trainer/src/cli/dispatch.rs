@@ -97,10 +97,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Bench { images, img_size, aa, eval, rounds }) => {
             commands::data::bench(commands::data::BenchArgs { images, img_size, auto_augment: aa, eval, rounds })
         }
-        Command::Benchmark { census: true, select, batch_size, warmup, device, census_log, .. } => {
+        Command::Benchmark { census: true, select, batch_size, warmup, device, census_log, census_detail, .. } => {
             let log = census_log
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("maxxvit-census-{}.log", std::process::id())));
-            commands::census::enable_kernel_log(&log)?;
+            commands::census::enable_kernel_log(&log, census_detail)?;
             let args = commands::census::CensusArgs { spec: select.resolve()?, batch_size, warmup, log };
             with_backend!(device, |B, dev| commands::census::run::<B>(&dev, args))
         }

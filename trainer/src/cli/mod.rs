@@ -262,6 +262,10 @@ pub enum Command {
         /// Where the census keeps CubeCL's kernel log (default: a file in the temp dir).
         #[arg(long, requires = "census")]
         census_log: Option<PathBuf>,
+        /// Log every launch with its full kernel id (the ops a fused kernel holds, a binary op's
+        /// operator, the launch grid) in the census log, to see which op a launch belongs to.
+        #[arg(long, requires = "census")]
+        census_detail: bool,
     },
     /// Every timm golden case (default: $MAXXVIT_GOLDEN_DIR or the repository's fixtures/golden) on a backend:
     /// eval outputs, train outputs, gradients and BatchNorm buffers within tolerance.

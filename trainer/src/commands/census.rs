@@ -27,13 +27,14 @@ use crate::ema::Ema;
 use crate::model_spec::ModelSpec;
 use crate::optim::{gather_grads, Optimizer};
 
-/// Turn CubeCL's per-kernel profiling log on, into `path` (truncated). Must run before the
-/// first CubeCL device is created; fails if CubeCL's configuration was already read.
-pub fn enable_kernel_log(path: &Path) -> Result<()> {
+/// Turn CubeCL's per-kernel profiling log on, into `path` (truncated); `detail`: each launch
+/// with its full kernel id. Must run before the first CubeCL device is created; fails if
+/// CubeCL's configuration was already read.
+pub fn enable_kernel_log(path: &Path, detail: bool) -> Result<()> {
     let mut config = CubeClRuntimeConfig::default();
     config.profiling.logger.file = Some(path.to_path_buf());
     config.profiling.logger.append = false;
-    config.profiling.logger.level = ProfilingLogLevel::Basic;
+    config.profiling.logger.level = if detail { ProfilingLogLevel::Full } else { ProfilingLogLevel::Basic };
     std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config))
         .map_err(|_| anyhow::anyhow!("CubeCL's configuration was set before the census could turn its kernel log on"))
 }
@@ -63,14 +64,22 @@ fn parse_duration(text: &str) -> Option<Duration> {
     number.parse::<f64>().ok().map(|v| Duration::from_secs_f64(v * scale))
 }
 
-/// The launches in profiling-log text: lines `| <duration> | <kernel> | <runtime>`.
+/// A kernel's kind, as the basic log names it: the detailed log's `path::to::Kind<Args>: id {`
+/// becomes `Kind`.
+fn kind_of(logged: &str) -> &str {
+    let path = logged.split(['<', ' ']).next().unwrap_or(logged).trim_end_matches(':');
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+/// The launches in profiling-log text: lines `| <duration> | <kernel> | <runtime>` (or, in the
+/// detailed log, `| <duration> | <kernel path>: <id> ...`).
 pub fn parse_launches(text: &str) -> Phase {
     let mut phase = Phase::default();
     for line in text.lines() {
         let mut fields = line.split('|').map(str::trim);
         let (Some(""), Some(duration), Some(kind)) = (fields.next(), fields.next(), fields.next()) else { continue };
         let (Some(duration), false) = (parse_duration(duration), kind.is_empty()) else { continue };
-        let entry = phase.kinds.entry(kind.to_string()).or_default();
+        let entry = phase.kinds.entry(kind_of(kind).to_string()).or_default();
         entry.0 += 1;
         entry.1 += duration;
     }
@@ -244,5 +253,13 @@ mod tests {
             Duration::from_secs_f64(1.348771e-3) + Duration::from_secs_f64(58.73e-6)
         );
         assert_eq!(phase.kinds["MatmulEntry"].1, Duration::from_nanos(812));
+    }
+
+    #[test]
+    fn parses_detailed_profile_lines_into_the_same_kinds() {
+        let log = "| 423.665µs  | burn_cubecl::kernel::binary::kernel_binop::KernelBinop<burn_cubecl::kernel::binary::MulOp, cubecl_wgpu::runtime::WgpuRuntime>: KernelBinopInfo {\n    n: 4,\n} CubeCount (6, 1, 1)\n| 1ms | cubecl_std::tensor::contiguous::base::copy_kernel::CopyKernel<cubecl_wgpu::runtime::WgpuRuntime>: CopyKernelInfo {\n| 2ms | plain::Kernel: KernelInfo {\n";
+        let phase = parse_launches(log);
+        assert_eq!(phase.launches(), 3);
+        assert_eq!(phase.kinds.keys().collect::<Vec<_>>(), ["CopyKernel", "Kernel", "KernelBinop"]);
     }
 }
