@@ -1,7 +1,7 @@
 //! The dispatch of a parsed command line to the commands. It lives in the library, not in
 //! `main.rs`: the commands' backends (flex, wgpu fused and unfused, CUDA) are instantiated here,
-//! once, and the tests that train call `train::run_on` beside them instead of compiling a second
-//! copy of the whole training step (a cold build's two largest units, BENCH.md "CI build").
+//! once, and the tests that train call the same non-generic `train::run` instead of compiling a
+//! second copy of the whole training step (a cold build's two largest units, BENCH.md "CI build").
 
 use std::path::Path;
 
@@ -148,7 +148,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// the fused backend, then the bare one, case by case.
 fn golden_check_unfused(
     device: DeviceChoice,
-    amp: crate::config::Precision,
+    amp: Precision,
     dir: &Path,
     shard: commands::golden::Shard,
     and_fused: bool,

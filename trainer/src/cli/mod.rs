@@ -20,29 +20,29 @@ pub use dispatch::run;
 #[command(name = "trainer", version, about = "Train, evaluate and release timm MaxxViT-family models")]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// `--model NAME[.tag]` or `--model-config FILE`.
 #[derive(Args)]
-pub struct ModelSelect {
+pub(crate) struct ModelSelect {
     /// A registered timm name, optionally with a pretrained tag (`maxvit_tiny_tf_224.in1k`).
     #[arg(long, conflicts_with = "model_config")]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// A model config file (JSON or TOML): a golden `model.json`, a bare `MaxxVitCfg`, or a
     /// timm `config.json`.
     #[arg(long)]
-    pub model_config: Option<PathBuf>,
+    pub(crate) model_config: Option<PathBuf>,
     /// Override the number of classes.
     #[arg(long)]
-    pub num_classes: Option<usize>,
+    pub(crate) num_classes: Option<usize>,
     /// Override the input size (square).
     #[arg(long)]
-    pub img_size: Option<usize>,
+    pub(crate) img_size: Option<usize>,
 }
 
 impl ModelSelect {
-    pub fn resolve(&self) -> Result<ModelSpec> {
+    pub(crate) fn resolve(&self) -> Result<ModelSpec> {
         let mut spec = match (&self.model, &self.model_config) {
             (Some(name), None) => ModelSpec::from_name(name)?,
             (None, Some(path)) => ModelSpec::from_file(path)?,
@@ -61,20 +61,20 @@ impl ModelSelect {
 /// The model and its weights: `--pretrained SOURCE`, or a model (`--model` / `--model-config`)
 /// with `--weights FILE`.
 #[derive(Args)]
-pub struct WeightsSelect {
+pub(crate) struct WeightsSelect {
     /// Model and weights together, offline: `hf-hub:ORG/NAME` (the local Hugging Face cache), a
     /// hub snapshot directory (config.json + model.safetensors), or one of our releases.
     #[arg(long, conflicts_with_all = ["model", "model_config", "weights"])]
-    pub pretrained: Option<String>,
+    pub(crate) pretrained: Option<String>,
     #[command(flatten)]
-    pub select: ModelSelect,
+    pub(crate) select: ModelSelect,
     /// Weights in timm safetensors layout (loaded strictly).
     #[arg(long)]
-    pub weights: Option<PathBuf>,
+    pub(crate) weights: Option<PathBuf>,
 }
 
 impl WeightsSelect {
-    pub fn resolve(&self) -> Result<Pretrained> {
+    pub(crate) fn resolve(&self) -> Result<Pretrained> {
         let mut p = match (&self.pretrained, &self.weights) {
             (Some(source), _) => crate::pretrained::resolve(source)?,
             (None, Some(weights)) => {
@@ -91,17 +91,17 @@ impl WeightsSelect {
 
 /// `--config F [--set k=v]…`.
 #[derive(Args)]
-pub struct RunSelect {
+pub(crate) struct RunSelect {
     /// Run config (TOML).
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Override a config key: `--set training.batch_size=64` (repeatable).
     #[arg(long = "set")]
-    pub sets: Vec<String>,
+    pub(crate) sets: Vec<String>,
 }
 
 impl RunSelect {
-    pub fn load(&self, default: &str) -> Result<crate::config::RunConfig> {
+    pub(crate) fn load(&self, default: &str) -> Result<crate::config::RunConfig> {
         let path = self.config.clone().unwrap_or_else(|| PathBuf::from(default));
         crate::config::RunConfig::load(&path, &self.sets)
     }
@@ -112,7 +112,7 @@ fn parse_resume(s: &str) -> Result<crate::train::Resume, String> {
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Pretrain (default config: configs/in12k_pretrain.toml).
     Train {
         #[command(flatten)]
@@ -310,7 +310,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
-pub enum DataCommand {
+pub(crate) enum DataCommand {
     /// Write Fashion-MNIST as an ImageFolder of JPEGs and as WebDataset shards.
     Prepare {
         /// Output directory (gets imagefolder/, wds/ and classes.txt).
