@@ -256,6 +256,47 @@ fn layer_norm_op_matches_the_decomposition_and_flex() {
     }
 }
 
+/// Batch norm in training over a `[n, 12, 5, 6]` map (batch statistics), through our node
+/// (`layers::batch_norm`) or the taped composition: the output, the batch mean and variance
+/// (what updates the running statistics), and the gradients of a weighted sum of the output
+/// with respect to the input, weight and bias.
+struct BatchNormProbe {
+    batch: usize,
+    ours: bool,
+}
+
+impl Probe for BatchNormProbe {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use model::layers::batch_norm::{batch_norm_train, decomposed};
+        model::layers::register_autodiff_ops::<B::InnerBackend>();
+        let x = Tensor::<B, 4>::from_data(data(&[self.batch, 12, 5, 6], 61, 2.0), d).require_grad();
+        let w = Tensor::<B, 1>::from_data(data(&[12], 62, 1.0), d).require_grad();
+        let b = Tensor::<B, 1>::from_data(data(&[12], 63, 0.5), d).require_grad();
+        let norm = if self.ours { batch_norm_train::<B> } else { decomposed::<B> };
+        let (y, mean, var) = norm(x.clone().add_scalar(0.25), w.clone(), b.clone(), 1e-5);
+        let mut out = values(mean);
+        out.extend(values(var));
+        out.extend(output_and_grads(y, 64, |g| {
+            vec![values(x.grad(g).unwrap()), values(w.grad(g).unwrap()), values(b.grad(g).unwrap())]
+        }));
+        out
+    }
+}
+
+/// Our batch norm node equals the taped composition on flex, and flex on fused and unfused
+/// wgpu, at batch 1 and 3.
+#[test]
+fn batch_norm_node_matches_the_composition_and_flex() {
+    for batch in [1, 3] {
+        let ours = BatchNormProbe { batch, ours: true };
+        assert_matches_composition(
+            &ours,
+            &BatchNormProbe { batch, ours: false },
+            &format!("batch norm, batch {batch}"),
+        );
+    }
+}
+
 /// Attention over a qkv projection `[2, 16, 3·2·8]` split head-first (the rw layout) as the
 /// channels-last blocks do, with a relative-position bias or without, and the gradients of a
 /// weighted sum of its output with respect to the projection and the bias: our autodiff node

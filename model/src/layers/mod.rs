@@ -1,6 +1,7 @@
 //! Building blocks shared by every MaxxViT-family block.
 
 pub mod attention_core;
+pub mod batch_norm;
 pub mod buffer;
 pub mod conv;
 pub mod depthwise;
@@ -25,12 +26,13 @@ pub use norm::{drop_path, dropout, BatchNorm2d, LayerNorm, LayerNorm2d, LayerSca
 use crate::config::ActLayer;
 
 /// Ops of ours (an autodiff node with its own backward) for the models on `Autodiff<I>`: the
-/// depthwise conv ([`depthwise`]), layer norm ([`layer_norm`]) and attention
-/// ([`attention_core`]). Rust has no specialisation and the model is generic over
+/// depthwise conv ([`depthwise`]), batch norm's training forward ([`batch_norm`]), layer norm
+/// ([`layer_norm`]) and attention ([`attention_core`]). Rust has no specialisation and the model is generic over
 /// `B: Backend`, so a backend opts in at run time (the trainer and the golden check do); an
 /// unregistered one gets Burn's compositions (same values, more launches). Idempotent.
 pub fn register_autodiff_ops<I: Backend>() {
     depthwise::register::<I>();
+    batch_norm::register::<I>();
     layer_norm::register::<I>();
     attention_core::register::<I>();
 }

@@ -8,6 +8,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, silu, tanh
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
+use super::batch_norm::batch_norm_train;
 use super::buffer::Buffer;
 use super::init::{param, Init};
 use super::layer_norm::layer_norm;
@@ -75,22 +76,20 @@ impl<B: Backend> BatchNorm2d<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
-        let (mean, var) = if is_training::<B>(&x.device()) {
-            let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
-            let var = (x.clone() - mean.clone()).square().mean_dim(0).mean_dim(2).mean_dim(3);
-            let count = (n * h * w) as f64;
-            let unbiased = var.clone().detach().reshape([c]).mul_scalar(count / (count - 1.0).max(1.0));
-            let m = self.momentum;
-            self.running_mean
-                .set(self.running_mean.get().mul_scalar(1.0 - m) + mean.clone().detach().reshape([c]).mul_scalar(m));
-            self.running_var.set(self.running_var.get().mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
-            self.num_batches_tracked.set(self.num_batches_tracked.get().add_scalar(1));
-            (mean, var)
-        } else {
-            (self.running_mean.get().reshape([1, c, 1, 1]), self.running_var.get().reshape([1, c, 1, 1]))
-        };
-        let scale = self.weight.val().reshape([1, c, 1, 1]) / var.add_scalar(self.eps).sqrt();
-        (x - mean) * scale + self.bias.val().reshape([1, c, 1, 1])
+        if !is_training::<B>(&x.device()) {
+            let (mean, var) =
+                (self.running_mean.get().reshape([1, c, 1, 1]), self.running_var.get().reshape([1, c, 1, 1]));
+            let scale = self.weight.val().reshape([1, c, 1, 1]) / var.add_scalar(self.eps).sqrt();
+            return (x - mean) * scale + self.bias.val().reshape([1, c, 1, 1]);
+        }
+        let (y, mean, var) = batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+        let count = (n * h * w) as f64;
+        let unbiased = var.mul_scalar(count / (count - 1.0).max(1.0));
+        let m = self.momentum;
+        self.running_mean.set(self.running_mean.get().mul_scalar(1.0 - m) + mean.mul_scalar(m));
+        self.running_var.set(self.running_var.get().mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
+        self.num_batches_tracked.set(self.num_batches_tracked.get().add_scalar(1));
+        y
     }
 }
 
