@@ -140,8 +140,15 @@ impl<B: Backend> ConvMlp<B> {
         }
     }
 
+    /// Over the channels-last tokens of the map, both 1x1 convs as matmuls
+    /// ([`Conv2d::forward_tokens`]); the permutes are views, the token reshape one copy (the
+    /// im2col copy Burn's first 1x1 conv makes too).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop);
-        self.fc2.forward(x)
+        let [n, c, h, w] = x.dims();
+        let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+        let y = dropout(self.act.apply(self.fc1.forward_tokens(tokens)), self.drop);
+        let y = self.fc2.forward_tokens(y);
+        let c_out = y.dims()[1];
+        y.reshape([n, h, w, c_out]).permute([0, 3, 1, 2])
     }
 }

@@ -167,12 +167,18 @@ impl<B: Backend> LayerScale<B> {
         Self { gamma: param([channels], Init::Constant(init_values), device) }
     }
 
+    /// `x` (channels-last, contiguous where the blocks call it) is viewed as `[rows, C]` so that
+    /// gamma's gradient is one reduction: Burn's broadcast backward reduces each broadcast axis
+    /// separately (issue 11).
     pub fn forward_cl<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let mut shape = [1usize; D];
-        shape[D - 1] = self.gamma.lazy_shape().dims::<1>()[0];
-        x * self.gamma.val().reshape(shape)
+        let dims = x.dims();
+        let c = dims[D - 1];
+        let gamma = self.gamma.val().reshape([1, c]);
+        (x.reshape([dims.iter().product::<usize>() / c, c]) * gamma).reshape(dims)
     }
 
+    /// NCHW `x` may be a permuted view (a 1x1 conv's output), which a reshape would copy, so
+    /// gamma broadcasts over three axes here.
     pub fn forward_2d(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let c = self.gamma.lazy_shape().dims::<1>()[0];
         x * self.gamma.val().reshape([1, c, 1, 1])
