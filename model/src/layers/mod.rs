@@ -27,9 +27,10 @@ use crate::config::ActLayer;
 
 /// Ops of ours (an autodiff node with its own backward) for the models on `Autodiff<I>`: the
 /// depthwise conv ([`depthwise`]), batch norm's training forward ([`batch_norm`]), layer norm
-/// ([`layer_norm`]) and attention ([`attention_core`]). Rust has no specialisation and the model is generic over
-/// `B: Backend`, so a backend opts in at run time (the trainer and the golden check do); an
-/// unregistered one gets Burn's compositions (same values, more launches). Idempotent.
+/// ([`layer_norm`]) and attention ([`attention_core`]). Rust has no specialisation and the
+/// model is generic over `B: Backend`, so a backend opts in at run time (the trainer and the
+/// golden check do); an unregistered one gets Burn's compositions (same values, more
+/// launches). Idempotent.
 pub fn register_autodiff_ops<I: Backend>() {
     depthwise::register::<I>();
     batch_norm::register::<I>();
@@ -146,9 +147,33 @@ impl<B: Backend> ConvMlp<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
         let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+        self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
+    }
+
+    /// `mlp(norm(x))`. A layer norm runs on the contiguous tokens the MLP reads anyway (the
+    /// same values as LayerNorm2d over NCHW channels, a strided axis, whose reductions and
+    /// backward take more launches: issue 11); a batch norm on the map first.
+    pub fn forward_normed(&self, x: Tensor<B, 4>, norm: &Norm2d<B>) -> Tensor<B, 4> {
+        match norm {
+            Norm2d::Layer(ln) => {
+                let [n, c, h, w] = x.dims();
+                let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+                let tokens = layer_norm::layer_norm(tokens, ln.weight.val(), ln.bias.val(), 1, ln.eps);
+                self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
+            }
+            Norm2d::Batch(_) => self.forward(norm.forward(x)),
+        }
+    }
+
+    /// fc1 → act → drop → fc2 over `[rows, C]` tokens.
+    fn forward_tokens(&self, tokens: Tensor<B, 2>) -> Tensor<B, 2> {
         let y = dropout(self.act.apply(self.fc1.forward_tokens(tokens)), self.drop);
-        let y = self.fc2.forward_tokens(y);
-        let c_out = y.dims()[1];
-        y.reshape([n, h, w, c_out]).permute([0, 3, 1, 2])
+        self.fc2.forward_tokens(y)
+    }
+
+    /// `[N·H·W, C]` tokens back to an NCHW map (a view).
+    fn tokens_to_map(&self, tokens: Tensor<B, 2>, [n, h, w]: [usize; 3]) -> Tensor<B, 4> {
+        let c = tokens.dims()[1];
+        tokens.reshape([n, h, w, c]).permute([0, 3, 1, 2])
     }
 }
