@@ -33,16 +33,20 @@ pub fn scaled_attention<B: Backend>(
     matmul(dropout(softmax(scores, 3), attn_drop), v)
 }
 
-/// A qkv projection `[b, n, 3·heads·dh]` as q, k, v stacked: `[3, b, heads, n, dh]` (a view).
+/// A qkv projection `[b, n, 3·heads·dh]` as q, k, v stacked: `[3, b, heads, n, dh]`, made
+/// contiguous by one copy (the reshape through `[3, b·heads, n, dh]`), so that q, k and v are
+/// contiguous slices the matmuls read as they are: as views of the projection, k and v were
+/// each copied by the matmul and q by its scaling (issue 11).
 /// head_first (rw/paper): channel `h·3dh + s·dh + d`; otherwise (tf): `s·C + h·dh + d` (spec §2.9).
 fn stack_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize, head_first: bool) -> Tensor<B, 5> {
     let [b, n, c3] = qkv.dims();
     let dh = c3 / 3 / heads;
-    if head_first {
+    let stacked: Tensor<B, 5> = if head_first {
         qkv.reshape([b, n, heads, 3, dh]).permute([3, 0, 2, 1, 4])
     } else {
         qkv.reshape([b, n, 3, heads, dh]).permute([2, 0, 3, 1, 4])
-    }
+    };
+    stacked.reshape([3, b * heads, n, dh]).reshape([3, b, heads, n, dh])
 }
 
 /// Attention over stacked q, k, v: our autodiff node where the backend registered it (f32, no

@@ -5,7 +5,7 @@
 //! a slice-assign, summed by two adds; the scale, the bias add and the softmax's five ops each
 //! take their own backward kernels. Here the backward is the textbook one, with `P` the
 //! probabilities and `g` the output's gradient:
-//! `dV = Pᵀ·g`, `dS = P ∘ (g·Vᵀ − rowsum(P ∘ g·Vᵀ))`, `dQ = scale · dS·K`, `dK = dSᵀ·(scale·Q)`,
+//! `dV = Pᵀ·g`, `dS = P ∘ (g·Vᵀ − rowsum(P ∘ g·Vᵀ))`, `dQ = scale · dS·K`, `dK = scale · dSᵀ·Q`,
 //! `dbias = Σ_batch dS`, and the gradient of the stacked input is one `stack` of dQ, dK, dV.
 //! The forward is the composition's own ops (same values).
 //!
@@ -42,11 +42,12 @@ pub fn unstack<B: Backend>(stacked: Tensor<B, 5>) -> [Tensor<B, 4>; 3] {
     [part(0), part(1), part(2)]
 }
 
-/// The forward: the scaled q, k, v, the probabilities and the output.
+/// The forward: q, k, v, the probabilities and the output.
 fn forward<B: Backend>(stacked: Tensor<B, 5>, bias: Option<Tensor<B, 3>>) -> [Tensor<B, 4>; 5] {
     let [q, k, v] = unstack(stacked);
-    let q = q.mul_scalar(scale(v.dims()[3]));
-    let scores = q.clone().matmul(swap_dims(k.clone(), 2, 3));
+    // The scale on the scores rather than on q: fusion folds it into the matmul's output with
+    // the bias add, where scaling q was a kernel of its own.
+    let scores = q.clone().matmul(swap_dims(k.clone(), 2, 3)).mul_scalar(scale(v.dims()[3]));
     let scores = match bias {
         Some(bias) => scores + bias.unsqueeze::<4>(),
         None => scores,
@@ -64,7 +65,7 @@ fn scale(dim_head: usize) -> f64 {
 #[derive(Debug)]
 struct AttentionBackward;
 
-/// The scaled q, k, v and the probabilities.
+/// q, k, v and the probabilities.
 #[derive(Debug, Clone)]
 struct Saved<I: Backend> {
     q: FloatTensor<I>,
@@ -93,8 +94,9 @@ impl<I: Backend, const N: usize> Backward<I, N> for AttentionBackward {
             grads.register::<I>(node.id, primitive(d_scores.clone().sum_dim(0).reshape([heads, n, m])));
         }
         if let Some(node) = &ops.parents[0] {
-            let d_q = d_scores.clone().matmul(k).mul_scalar(scale(q.dims()[3]));
-            let d_k = swap_dims(d_scores, 2, 3).matmul(q);
+            let scale = scale(q.dims()[3]);
+            let d_q = d_scores.clone().matmul(k).mul_scalar(scale);
+            let d_k = swap_dims(d_scores, 2, 3).matmul(q).mul_scalar(scale);
             grads.register::<I>(node.id, primitive(Tensor::stack::<5>(vec![d_q, d_k, d_v], 0)));
         }
     }

@@ -119,16 +119,16 @@ impl<I: Backend, const D: usize> Backward<I, 3> for LayerNormBackward<D> {
         let Saved { x, weight, mean, std, dim } = ops.state;
         let x = float::<I, D>(checkpointer.retrieve_node_output(x));
         let (mean, std) = (float::<I, D>(mean), float::<I, D>(std));
-        // x̂ is recomputed where it is read, so that each use fuses into its own kernel (the
-        // dx chain, dw's reduction) instead of being written out between them.
+        // x̂ and g·w are recomputed where they are read, so that each use fuses into its own
+        // kernel (a reduction's read, the dx pass) instead of being written out between them.
         let x_hat = || (x.clone() - mean.clone()) / std.clone();
         let [x_node, weight_node, bias_node] = ops.parents;
         if let Some(node) = x_node {
-            let channels = grad.dims()[dim];
-            let g_w = grad.clone() * float::<I, 1>(weight).reshape(channel_shape::<D>(dim, channels));
-            let mean_g_w = g_w.clone().mean_dim(dim);
-            let mean_g_w_x_hat = (g_w.clone() * x_hat()).mean_dim(dim);
-            let dx = (g_w - mean_g_w - x_hat() * mean_g_w_x_hat) / std.clone();
+            let w = float::<I, 1>(weight).reshape(channel_shape::<D>(dim, grad.dims()[dim]));
+            let g_w = || grad.clone() * w.clone();
+            let mean_g_w = g_w().mean_dim(dim);
+            let mean_g_w_x_hat = (g_w() * x_hat()).mean_dim(dim);
+            let dx = (g_w() - mean_g_w - x_hat() * mean_g_w_x_hat) / std.clone();
             grads.register::<I>(node.id, primitive(dx));
         }
         if let Some(node) = weight_node {

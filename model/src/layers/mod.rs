@@ -141,39 +141,8 @@ impl<B: Backend> ConvMlp<B> {
         }
     }
 
-    /// Over the channels-last tokens of the map, both 1x1 convs as matmuls
-    /// ([`Conv2d::forward_tokens`]); the permutes are views, the token reshape one copy (the
-    /// im2col copy Burn's first 1x1 conv makes too).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
-        let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-        self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
-    }
-
-    /// `mlp(norm(x))`. A layer norm runs on the contiguous tokens the MLP reads anyway (the
-    /// same values as LayerNorm2d over NCHW channels, a strided axis, whose reductions and
-    /// backward take more launches: issue 11); a batch norm on the map first.
-    pub fn forward_normed(&self, x: Tensor<B, 4>, norm: &Norm2d<B>) -> Tensor<B, 4> {
-        match norm {
-            Norm2d::Layer(ln) => {
-                let [n, c, h, w] = x.dims();
-                let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-                let tokens = layer_norm::layer_norm(tokens, ln.weight.val(), ln.bias.val(), 1, ln.eps);
-                self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
-            }
-            Norm2d::Batch(_) => self.forward(norm.forward(x)),
-        }
-    }
-
-    /// fc1 → act → drop → fc2 over `[rows, C]` tokens.
-    fn forward_tokens(&self, tokens: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = dropout(self.act.apply(self.fc1.forward_tokens(tokens)), self.drop);
-        self.fc2.forward_tokens(y)
-    }
-
-    /// `[N·H·W, C]` tokens back to an NCHW map (a view).
-    fn tokens_to_map(&self, tokens: Tensor<B, 2>, [n, h, w]: [usize; 3]) -> Tensor<B, 4> {
-        let c = tokens.dims()[1];
-        tokens.reshape([n, h, w, c]).permute([0, 3, 1, 2])
+        let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop);
+        self.fc2.forward(x)
     }
 }
