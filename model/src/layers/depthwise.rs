@@ -83,8 +83,11 @@ impl<I: Backend, const N: usize> Backward<I, N> for DepthwiseBackward {
         let x: FloatTensor<I> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<I> = checkpointer.retrieve_node_output(weight_state);
         if let Some(Some(node)) = ops.parents.get(2) {
-            // Σ over batch and space, per output channel.
-            let g = float::<I, 4>(grad.clone()).sum_dim(0).sum_dim(2).sum_dim(3).flatten::<1>(0, 3);
+            // Σ over batch and space, per output channel: two reductions of the [N, C, H·W] view
+            // (the gradient arrives contiguous from the norm after the conv).
+            let g = float::<I, 4>(grad.clone());
+            let [n, c, h, w] = g.dims();
+            let g = g.reshape([n, c, h * w]).sum_dim(2).sum_dim(0).reshape([c]);
             grads.register::<I>(node.id, primitive(g));
         }
         if let Some(node) = &ops.parents[1] {
