@@ -12,15 +12,13 @@
 //! backend gets the taped composition (the same values up to rounding).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 
+use super::norm_node::{track, NormSaved};
 use super::{float, primitive};
 
 /// `(y, batch mean [C], biased batch variance [C])`; the statistics carry no gradient.
@@ -90,21 +88,12 @@ fn forward<B: Backend>(
 #[derive(Debug)]
 struct BatchNormBackward;
 
-/// `x` (checkpointed), the weight, the mean and σ (`[1, C, 1]`).
-#[derive(Debug, Clone)]
-struct Saved<I: Backend> {
-    x: NodeId,
-    weight: FloatTensor<I>,
-    mean: FloatTensor<I>,
-    std: FloatTensor<I>,
-}
-
 impl<I: Backend> Backward<I, 3> for BatchNormBackward {
-    type State = Saved<I>;
+    type State = NormSaved<I>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = float::<I, 4>(grads.consume::<I>(&ops.node));
-        let Saved { x, weight, mean, std } = ops.state;
+        let NormSaved { x, weight, mean, std } = ops.state;
         let x = float::<I, 4>(checkpointer.retrieve_node_output(x));
         let [n, c, h, w] = x.dims();
         let count = (n * h * w) as f64;
@@ -135,23 +124,12 @@ fn batch_norm_autodiff<I: Backend>(
     eps: f64,
 ) -> BatchStats<Autodiff<I>> {
     let c = x.dims()[1];
-    let x: FloatTensor<Autodiff<I>> = primitive(x);
-    let weight: FloatTensor<Autodiff<I>> = primitive(weight);
-    let bias: FloatTensor<Autodiff<I>> = primitive(bias);
-    let (y, mean, var, std) =
-        forward::<I>(float(x.primitive.clone()), float(weight.primitive.clone()), float(bias.primitive.clone()), eps);
-    let stats = (
-        Tensor::<Autodiff<I>, 1>::from_inner(mean.clone().reshape([c])),
-        Tensor::<Autodiff<I>, 1>::from_inner(var.reshape([c])),
-    );
-    let parents = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-    let out = match BatchNormBackward.prepare::<NoCheckpointing>(parents).compute_bound().stateful() {
-        OpsKind::Tracked(mut prep) => {
-            let saved =
-                Saved { x: prep.checkpoint(&x), weight: weight.primitive, mean: primitive(mean), std: primitive(std) };
-            prep.finish(saved, primitive(y))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(primitive(y)),
-    };
-    (float(out), stats.0, stats.1)
+    let inputs = [primitive(x), primitive(weight), primitive(bias)];
+    let x_in = float::<I, 4>(inputs[0].primitive.clone());
+    let [weight_in, bias_in] = [&inputs[1], &inputs[2]].map(|t| float(t.primitive.clone()));
+    let (y, mean, var, std) = forward::<I>(x_in, weight_in, bias_in, eps);
+    let batch_mean = Tensor::<Autodiff<I>, 1>::from_inner(mean.clone().reshape([c]));
+    let batch_var = Tensor::<Autodiff<I>, 1>::from_inner(var.reshape([c]));
+    let y = track(BatchNormBackward, inputs, primitive(y), primitive(mean), primitive(std));
+    (float(y), batch_mean, batch_var)
 }

@@ -14,15 +14,13 @@
 //! an unregistered backend gets the taped decomposition (the same forward values).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 
+use super::norm_node::{track, NormSaved};
 use super::{float, primitive};
 
 type LayerNormFn<B, const D: usize> = fn(Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>, usize, f64) -> Tensor<B, D>;
@@ -97,26 +95,18 @@ fn sum_except<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor
     t.reshape([dims[dim]])
 }
 
-/// The backward node: parents `[x, weight, bias]`.
+/// The backward node over axis `dim`: parents `[x, weight, bias]`.
 #[derive(Debug)]
-struct LayerNormBackward<const D: usize>;
-
-/// What the backward keeps: `x` (checkpointed), the weight, the mean and σ, the axis.
-#[derive(Debug, Clone)]
-struct Saved<I: Backend> {
-    x: NodeId,
-    weight: FloatTensor<I>,
-    mean: FloatTensor<I>,
-    std: FloatTensor<I>,
+struct LayerNormBackward<const D: usize> {
     dim: usize,
 }
 
 impl<I: Backend, const D: usize> Backward<I, 3> for LayerNormBackward<D> {
-    type State = Saved<I>;
+    type State = NormSaved<I>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = float::<I, D>(grads.consume::<I>(&ops.node));
-        let Saved { x, weight, mean, std, dim } = ops.state;
+        let (NormSaved { x, weight, mean, std }, dim) = (ops.state, self.dim);
         let x = float::<I, D>(checkpointer.retrieve_node_output(x));
         let (mean, std) = (float::<I, D>(mean), float::<I, D>(std));
         // x̂ and g·w are recomputed where they are read, so that each use fuses into its own
@@ -147,29 +137,9 @@ fn layer_norm_autodiff<I: Backend, const D: usize>(
     dim: usize,
     eps: f64,
 ) -> Tensor<Autodiff<I>, D> {
-    let x: FloatTensor<Autodiff<I>> = primitive(x);
-    let weight: FloatTensor<Autodiff<I>> = primitive(weight);
-    let bias: FloatTensor<Autodiff<I>> = primitive(bias);
-    let (y, mean, std) = forward::<I, D>(
-        float(x.primitive.clone()),
-        float(weight.primitive.clone()),
-        float(bias.primitive.clone()),
-        dim,
-        eps,
-    );
-    let parents = [x.node.clone(), weight.node.clone(), bias.node.clone()];
-    let out = match LayerNormBackward::<D>.prepare::<NoCheckpointing>(parents).compute_bound().stateful() {
-        OpsKind::Tracked(mut prep) => {
-            let saved = Saved {
-                x: prep.checkpoint(&x),
-                weight: weight.primitive,
-                mean: primitive(mean),
-                std: primitive(std),
-                dim,
-            };
-            prep.finish(saved, primitive(y))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(primitive(y)),
-    };
-    float(out)
+    let inputs = [primitive(x), primitive(weight), primitive(bias)];
+    let x_in = float::<I, D>(inputs[0].primitive.clone());
+    let [weight_in, bias_in] = [&inputs[1], &inputs[2]].map(|t| float(t.primitive.clone()));
+    let (y, mean, std) = forward::<I, D>(x_in, weight_in, bias_in, dim, eps);
+    float(track(LayerNormBackward::<D> { dim }, inputs, primitive(y), primitive(mean), primitive(std)))
 }

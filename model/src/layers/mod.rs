@@ -8,6 +8,7 @@ pub mod depthwise;
 pub mod init;
 pub mod layer_norm;
 pub mod norm;
+mod norm_node;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
