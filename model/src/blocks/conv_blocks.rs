@@ -221,7 +221,7 @@ impl<B: Backend> ConvNeXtBlock<B> {
             Some(pool) => pool2d(x, pool, PaddingMode::Symmetric),
             None => x,
         };
-        let x = self.mlp.forward(self.norm.forward(self.conv_dw.forward(x)));
+        let x = self.mlp.forward_normed(self.conv_dw.forward(x), &self.norm);
         drop_path(layer_scale_2d(&self.ls, x), self.drop_path) + shortcut
     }
 }

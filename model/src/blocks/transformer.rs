@@ -126,7 +126,7 @@ impl<B: Backend> TransformerBlock2d<B> {
             (None, TransformerNorm1::Plain(n)) => (x.clone(), n.forward(x)),
         };
         let x = shortcut + drop_path(layer_scale_2d(&self.ls1, self.attn.forward(y)), self.drop_path);
-        let y = self.mlp.forward(self.norm2.forward(x.clone()));
+        let y = self.mlp.forward_normed(x.clone(), &self.norm2);
         x.clone() + drop_path(layer_scale_2d(&self.ls2, y), self.drop_path)
     }
 }

@@ -142,8 +142,55 @@ impl<B: Backend> ConvMlp<B> {
         }
     }
 
+    /// Over the channels-last tokens of the map, both 1x1 convs as matmuls
+    /// ([`Conv2d::forward_tokens`]); the permutes are views, the token reshape one copy (the
+    /// im2col copy Burn's first 1x1 conv makes too).
+    /// Shapes outside [`ConvMlp::tokens_are_exact`] keep Burn's 1x1 convs.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop);
-        self.fc2.forward(x)
+        let [n, c, h, w] = x.dims();
+        if !self.tokens_are_exact(n * h * w) {
+            let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop);
+            return self.fc2.forward(x);
+        }
+        let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+        self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
+    }
+
+    /// Whether every matmul of the token path, forward and backward, contracts over a multiple
+    /// of 16: CubeCL's matmul is wrong on wgpu for some `k` of 8 or 24 (docs/burn_faults.md §6)
+    /// and exact at 16 and 32. The contractions are the input and hidden widths (forward), the
+    /// hidden and output widths (input gradients) and the token count (weight gradients). Every
+    /// production width is a multiple of 16; the tiny golden models' 8, 12 and 24 are not.
+    fn tokens_are_exact(&self, rows: usize) -> bool {
+        let [hidden, c_in, _, _] = self.fc1.weight.lazy_shape().dims::<4>();
+        let c_out = self.fc2.weight.lazy_shape().dims::<4>()[0];
+        [rows, c_in, hidden, c_out].iter().all(|k| k % 16 == 0)
+    }
+
+    /// `mlp(norm(x))`. A layer norm runs on the contiguous tokens the MLP reads anyway (the
+    /// same values as LayerNorm2d over NCHW channels, a strided axis, whose reductions and
+    /// backward take more launches: issue 11); a batch norm on the map first.
+    pub fn forward_normed(&self, x: Tensor<B, 4>, norm: &Norm2d<B>) -> Tensor<B, 4> {
+        match norm {
+            Norm2d::Layer(ln) if self.tokens_are_exact(x.dims()[0] * x.dims()[2] * x.dims()[3]) => {
+                let [n, c, h, w] = x.dims();
+                let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+                let tokens = layer_norm::layer_norm(tokens, ln.weight.val(), ln.bias.val(), 1, ln.eps);
+                self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
+            }
+            _ => self.forward(norm.forward(x)),
+        }
+    }
+
+    /// fc1 → act → drop → fc2 over `[rows, C]` tokens.
+    fn forward_tokens(&self, tokens: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = dropout(self.act.apply(self.fc1.forward_tokens(tokens)), self.drop);
+        self.fc2.forward_tokens(y)
+    }
+
+    /// `[N·H·W, C]` tokens back to an NCHW map (a view).
+    fn tokens_to_map(&self, tokens: Tensor<B, 2>, [n, h, w]: [usize; 3]) -> Tensor<B, 4> {
+        let c = tokens.dims()[1];
+        tokens.reshape([n, h, w, c]).permute([0, 3, 1, 2])
     }
 }

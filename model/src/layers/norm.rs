@@ -177,8 +177,8 @@ impl<B: Backend> LayerScale<B> {
         (x.reshape([dims.iter().product::<usize>() / c, c]) * gamma).reshape(dims)
     }
 
-    /// NCHW `x` may be a strided view (a 1x1 conv's output can be), which a reshape would copy,
-    /// so gamma broadcasts over three axes here.
+    /// NCHW `x` may be a permuted view (a token MLP's output), which a reshape would copy, so
+    /// gamma broadcasts over three axes here.
     pub fn forward_2d(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let c = self.gamma.lazy_shape().dims::<1>()[0];
         x * self.gamma.val().reshape([1, c, 1, 1])
