@@ -6,7 +6,7 @@
 //! take their own backward kernels. Here the backward is the textbook one, with `P` the
 //! probabilities and `g` the output's gradient:
 //! `dV = Pᵀ·g`, `dS = P ∘ (g·Vᵀ − rowsum(P ∘ g·Vᵀ))`, `dQ = scale · dS·K`, `dK = scale · dSᵀ·Q`,
-//! `dbias = Σ_batch dS`, and the gradient of the stacked input is one `stack` of dQ, dK, dV.
+//! `dbias = Σ_batch dS` (computed as `P∘dP − P·rowsum` with the scale folded in: see the node), and the gradient of the stacked input is one `stack` of dQ, dK, dV.
 //! The forward is the composition's own ops (same values).
 //!
 //! Opt-in per autodiff backend ([`super::register_autodiff_ops`]); f32 only (under autocast,
@@ -17,7 +17,6 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
@@ -52,9 +51,18 @@ fn forward<B: Backend>(stacked: Tensor<B, 5>, bias: Option<Tensor<B, 3>>) -> [Te
         Some(bias) => scores + bias.unsqueeze::<4>(),
         None => scores,
     };
-    let probs = softmax(scores, 3);
+    let probs = softmax_last_axis(scores);
     let out = probs.clone().matmul(v.clone());
     [q, k, v, probs, out]
+}
+
+/// Softmax over the last axis as `exp(s − max − log Σ exp(s − max))`: CubeCL's fusion runs it
+/// as a max and one broadcasted reduction (2 launches) where Burn's `exp(s − max) / Σ` takes 4
+/// (issue 11, BENCH.md "Fusion-friendly forms"). Equal to Burn's within f32 round-off.
+fn softmax_last_axis<B: Backend>(scores: Tensor<B, 4>) -> Tensor<B, 4> {
+    let shifted = scores.clone() - scores.max_dim(3);
+    let log_sum = shifted.clone().exp().sum_dim(3).log();
+    (shifted - log_sum).exp()
 }
 
 fn scale(dim_head: usize) -> f64 {
@@ -85,18 +93,23 @@ impl<I: Backend, const N: usize> Backward<I, N> for AttentionBackward {
             float::<I, 4>(ops.state.v),
             float(ops.state.probs),
         );
-        let d_probs = g.clone().matmul(swap_dims(v, 2, 3));
-        let d_v = swap_dims(probs.clone(), 2, 3).matmul(g);
-        let row = (d_probs.clone() * probs.clone()).sum_dim(3);
-        let d_scores: Tensor<I, 4> = probs * (d_probs - row);
+        // dS·scale = P∘dP·scale − P∘rowsum(P∘dP)·scale, with P∘dP fused into dP's matmul and the
+        // scale into the same elementwise pass, so dQ and dK need no scaling kernel and dP is
+        // never written out (issue 11, BENCH.md "Fusion-friendly forms"); dbias divides the
+        // scale back out on the reduction's write. Equal to the textbook form within round-off.
+        let scale = scale(q.dims()[3]);
+        let p_d_probs = g.clone().matmul(swap_dims(v, 2, 3)) * probs.clone();
+        let row = p_d_probs.clone().sum_dim(3);
+        let d_scores_scaled: Tensor<I, 4> = (p_d_probs - probs.clone() * row).mul_scalar(scale);
+        let d_v = swap_dims(probs, 2, 3).matmul(g);
         if let Some(Some(node)) = ops.parents.get(1) {
-            let [_, heads, n, m] = d_scores.dims();
-            grads.register::<I>(node.id, primitive(d_scores.clone().sum_dim(0).reshape([heads, n, m])));
+            let [_, heads, n, m] = d_scores_scaled.dims();
+            let d_bias = d_scores_scaled.clone().sum_dim(0).div_scalar(scale);
+            grads.register::<I>(node.id, primitive(d_bias.reshape([heads, n, m])));
         }
         if let Some(node) = &ops.parents[0] {
-            let scale = scale(q.dims()[3]);
-            let d_q = d_scores.clone().matmul(k).mul_scalar(scale);
-            let d_k = swap_dims(d_scores, 2, 3).matmul(q).mul_scalar(scale);
+            let d_q = d_scores_scaled.clone().matmul(k);
+            let d_k = swap_dims(d_scores_scaled, 2, 3).matmul(q);
             grads.register::<I>(node.id, primitive(Tensor::stack::<5>(vec![d_q, d_k, d_v], 0)));
         }
     }

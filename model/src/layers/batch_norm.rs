@@ -130,6 +130,7 @@ fn batch_norm_autodiff<I: Backend>(
     let (y, mean, var, std) = forward::<I>(x_in, weight_in, bias_in, eps);
     let batch_mean = Tensor::<Autodiff<I>, 1>::from_inner(mean.clone().reshape([c]));
     let batch_var = Tensor::<Autodiff<I>, 1>::from_inner(var.reshape([c]));
-    let y = track(BatchNormBackward, inputs, primitive(y), primitive(mean), primitive(std));
+    let weight = inputs[1].primitive.clone();
+    let y = track(BatchNormBackward, inputs, weight, primitive(y), primitive(mean), primitive(std));
     (float(y), batch_mean, batch_var)
 }

@@ -64,20 +64,24 @@ fn channel_shape<const D: usize>(dim: usize, channels: usize) -> [usize; D] {
     shape
 }
 
-/// The decomposition: the output, the mean and `σ = sqrt(var + eps)` (both size 1 along `dim`).
+/// The decomposition: the output, the mean and `σ = sqrt(var + eps)` (both size 1 along `dim`),
+/// and the weight as broadcast against `x` (`[1, .., C, .., 1]`).
 fn forward<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     weight: Tensor<B, 1>,
     bias: Tensor<B, 1>,
     dim: usize,
     eps: f64,
-) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
     let shape = channel_shape::<D>(dim, x.dims()[dim]);
     let mean = x.clone().mean_dim(dim);
-    let centered = x - mean.clone();
-    let std = centered.clone().square().mean_dim(dim).add_scalar(eps).sqrt();
-    let y = centered / std.clone() * weight.reshape(shape) + bias.reshape(shape);
-    (y, mean, std)
+    // `x − μ` twice rather than once and shared: read by two fused blocks, it splits CubeCL's
+    // fusion into four launches; recomputed, the variance and the output are one broadcasted
+    // reduction (issue 11, BENCH.md "Fusion-friendly forms"). Same values.
+    let std = (x.clone() - mean.clone()).square().mean_dim(dim).add_scalar(eps).sqrt();
+    let weight = weight.reshape(shape);
+    let y = (x - mean.clone()) / std.clone() * weight.clone() + bias.reshape(shape);
+    (y, mean, std, weight)
 }
 
 /// `Σ t` over every axis but `dim`, as a `[C]` vector: the axes before `dim` and after it are
@@ -109,16 +113,16 @@ impl<I: Backend, const D: usize> Backward<I, 3> for LayerNormBackward<D> {
         let (NormSaved { x, weight, mean, std }, dim) = (ops.state, self.dim);
         let x = float::<I, D>(checkpointer.retrieve_node_output(x));
         let (mean, std) = (float::<I, D>(mean), float::<I, D>(std));
-        // x̂ and g·w are recomputed where they are read, so that each use fuses into its own
-        // kernel (a reduction's read, the dx pass) instead of being written out between them.
+        // x̂ is recomputed where it is read, g·w computed once, and the weight kept broadcast
+        // by the forward: the form CubeCL's fusion makes one broadcasted reduction of (issue 11,
+        // BENCH.md "Fusion-friendly forms"; a reshape queued first, or g·w recomputed, splits it).
         let x_hat = || (x.clone() - mean.clone()) / std.clone();
         let [x_node, weight_node, bias_node] = ops.parents;
         if let Some(node) = x_node {
-            let w = float::<I, 1>(weight).reshape(channel_shape::<D>(dim, grad.dims()[dim]));
-            let g_w = || grad.clone() * w.clone();
-            let mean_g_w = g_w().mean_dim(dim);
-            let mean_g_w_x_hat = (g_w() * x_hat()).mean_dim(dim);
-            let dx = (g_w() - mean_g_w - x_hat() * mean_g_w_x_hat) / std.clone();
+            let g_w = grad.clone() * float::<I, D>(weight);
+            let mean_g_w = g_w.clone().mean_dim(dim);
+            let mean_g_w_x_hat = (g_w.clone() * x_hat()).mean_dim(dim);
+            let dx = (g_w - mean_g_w - x_hat() * mean_g_w_x_hat) / std.clone();
             grads.register::<I>(node.id, primitive(dx));
         }
         if let Some(node) = weight_node {
@@ -140,6 +144,7 @@ fn layer_norm_autodiff<I: Backend, const D: usize>(
     let inputs = [primitive(x), primitive(weight), primitive(bias)];
     let x_in = float::<I, D>(inputs[0].primitive.clone());
     let [weight_in, bias_in] = [&inputs[1], &inputs[2]].map(|t| float(t.primitive.clone()));
-    let (y, mean, std) = forward::<I, D>(x_in, weight_in, bias_in, dim, eps);
-    float(track(LayerNormBackward::<D> { dim }, inputs, primitive(y), primitive(mean), primitive(std)))
+    let (y, mean, std, weight) = forward::<I, D>(x_in, weight_in, bias_in, dim, eps);
+    let node = LayerNormBackward::<D> { dim };
+    float(track(node, inputs, primitive(weight), primitive(y), primitive(mean), primitive(std)))
 }
