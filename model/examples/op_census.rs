@@ -1,9 +1,10 @@
 //! Which part of a model launches which kernels? The kernel census of `trainer benchmark
 //! --census` per part (issue 11): the stem, every conv block and attention block of every stage,
 //! and the final norm + head + loss, each run forward and backward on its own (fused wgpu, Burn's
-//! CubeCL kernels; on lavapipe here, CUDA's kernels by name), after a warm-up pass over all of
-//! them. Prints launches per part, forward and backward, and by kernel kind; `--detail PART`
-//! also prints that part's launches in order, with the ops a fused kernel holds.
+//! CubeCL kernels; on lavapipe here, CUDA's kernels by name), after two warm-up passes over all
+//! of them (the second can still tune: a fused kernel the first pass shaped differently).
+//! Prints launches per part, forward and backward, and by kernel kind; `--detail PART` also
+//! prints that part's launches in order, with the ops a fused kernel holds.
 //!
 //! A part's backward is that of `sum(y · probe)` with respect to its input and its parameters;
 //! the probe's multiply and sum are one or two launches of each count, the same for every part.
@@ -171,7 +172,7 @@ fn main() {
     let classes = margs.num_classes.max(1);
     let target = Tensor::<B, 1, Int>::random([batch], Distribution::Uniform(0.0, classes as f64), &device);
     let mut census = Census { log, offset: 0, detail, totals: BTreeMap::new() };
-    for report in [false, true] {
+    for report in [false, false, true] {
         let mut y = census.part("stem", x.clone(), |x| m.stem.forward(x), report);
         for (i, stage) in m.stages.iter().enumerate() {
             for (j, block) in stage.blocks.iter().enumerate() {

@@ -6,7 +6,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::config::{ActLayer, ConvBlockType, MaxxVitConvCfg, PaddingMode, PoolType, StrideMode};
-use crate::layers::norm::layer_scale_2d;
 use crate::layers::{drop_path, pool2d, Conv2d, ConvMlp, ConvSpec, Downsample2d, InitRole, LayerScale, Norm2d};
 
 /// timm `make_divisible(v, 8)`.
@@ -221,8 +220,8 @@ impl<B: Backend> ConvNeXtBlock<B> {
             Some(pool) => pool2d(x, pool, PaddingMode::Symmetric),
             None => x,
         };
-        let x = self.mlp.forward_normed(self.conv_dw.forward(x), &self.norm);
-        drop_path(layer_scale_2d(&self.ls, x), self.drop_path) + shortcut
+        let x = self.mlp.forward_normed(self.conv_dw.forward(x), &self.norm, &self.ls);
+        drop_path(x, self.drop_path) + shortcut
     }
 }
 

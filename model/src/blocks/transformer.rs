@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use super::attention::{Attention2d, AttentionCl, AttentionSpec, Partition};
 use super::rel_pos::RelPos;
 use crate::config::{MaxxVitTransformerCfg, PaddingMode};
-use crate::layers::norm::{layer_scale_2d, layer_scale_cl};
+use crate::layers::norm::{drop_path_tokens, layer_scale_2d, layer_scale_cl, layer_scale_tokens};
 use crate::layers::{drop_path, ConvMlp, Downsample2d, InitRole, LayerNorm, LayerScale, Mlp, Norm2d};
 
 /// Construction context shared by every attention layer of one model.
@@ -126,12 +126,15 @@ impl<B: Backend> TransformerBlock2d<B> {
             (None, TransformerNorm1::Plain(n)) => (x.clone(), n.forward(x)),
         };
         let x = shortcut + drop_path(layer_scale_2d(&self.ls1, self.attn.forward(y)), self.drop_path);
-        let y = self.mlp.forward_normed(x.clone(), &self.norm2);
-        x.clone() + drop_path(layer_scale_2d(&self.ls2, y), self.drop_path)
+        let y = self.mlp.forward_normed(x.clone(), &self.norm2, &self.ls2);
+        x.clone() + drop_path(y, self.drop_path)
     }
 }
 
-/// Pre-norm residual MLP shared by the channels-last attention blocks.
+/// Pre-norm residual MLP shared by the channels-last attention blocks, over the `[B, H, W, C]`
+/// map as `[B·H·W, C]` tokens: in 2-D, fusion puts fc2's bias, the layer scale and the residual
+/// add on fc2's matmul write (one launch; three over the 4-D map, whose reshapes close fused
+/// blocks: issue 11, BENCH.md "Fusion-friendly forms").
 fn mlp_residual<B: Backend>(
     x: Tensor<B, 4>,
     norm: &LayerNorm<B>,
@@ -139,8 +142,10 @@ fn mlp_residual<B: Backend>(
     ls: &Option<LayerScale<B>>,
     p: f64,
 ) -> Tensor<B, 4> {
+    let [b, h, w, c] = x.dims();
+    let x = x.reshape([b * h * w, c]);
     let y = mlp.forward(norm.forward(x.clone()));
-    x + drop_path(layer_scale_cl(ls, y), p)
+    (x + drop_path_tokens(layer_scale_tokens(ls, y), p, b)).reshape([b, h, w, c])
 }
 
 /// Window ('block') or grid attention + MLP over a channels-last `[B, H, W, C]` map.

@@ -170,15 +170,18 @@ impl<B: Backend> ConvMlp<B> {
     /// `mlp(norm(x))`. A layer norm runs on the contiguous tokens the MLP reads anyway (the
     /// same values as LayerNorm2d over NCHW channels, a strided axis, whose reductions and
     /// backward take more launches: issue 11); a batch norm on the map first.
-    pub fn forward_normed(&self, x: Tensor<B, 4>, norm: &Norm2d<B>) -> Tensor<B, 4> {
+    /// Then the layer scale `ls`, on the tokens where the token path runs: there its gradient is
+    /// one reduction (over NCHW, one per broadcast axis) and fusion puts the multiply on the
+    /// second matmul's write (issue 11).
+    pub fn forward_normed(&self, x: Tensor<B, 4>, norm: &Norm2d<B>, ls: &Option<LayerScale<B>>) -> Tensor<B, 4> {
         match norm {
             Norm2d::Layer(ln) if self.tokens_are_exact(x.dims()[0] * x.dims()[2] * x.dims()[3]) => {
                 let [n, c, h, w] = x.dims();
                 let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
                 let tokens = layer_norm::layer_norm(tokens, ln.weight.val(), ln.bias.val(), 1, ln.eps);
-                self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
+                self.tokens_to_map(norm::layer_scale_tokens(ls, self.forward_tokens(tokens)), [n, h, w])
             }
-            _ => self.forward(norm.forward(x)),
+            _ => norm::layer_scale_2d(ls, self.forward(norm.forward(x))),
         }
     }
 
