@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use super::attention::{Attention2d, AttentionCl, AttentionSpec, Partition};
 use super::rel_pos::RelPos;
 use crate::config::{MaxxVitTransformerCfg, PaddingMode};
-use crate::layers::norm::{drop_path_tokens, layer_scale_2d, layer_scale_cl, layer_scale_tokens};
+use crate::layers::norm::{layer_scale_2d, layer_scale_cl};
 use crate::layers::{drop_path, ConvMlp, Downsample2d, InitRole, LayerNorm, LayerScale, Mlp, Norm2d};
 
 /// Construction context shared by every attention layer of one model.
@@ -131,10 +131,10 @@ impl<B: Backend> TransformerBlock2d<B> {
     }
 }
 
-/// Pre-norm residual MLP shared by the channels-last attention blocks, over the `[B, H, W, C]`
-/// map as `[B·H·W, C]` tokens: in 2-D, fusion puts fc2's bias, the layer scale and the residual
-/// add on fc2's matmul write (one launch; three over the 4-D map, whose reshapes close fused
-/// blocks: issue 11, BENCH.md "Fusion-friendly forms").
+/// Pre-norm residual MLP shared by the channels-last attention blocks. Over `[B·H·W, C]` tokens
+/// fusion would put fc2's bias, the layer scale and the residual add on fc2's matmul write (one
+/// launch instead of three), but that form computes wrong values on wgpu with fusion
+/// (docs/burn_faults.md §7), so the map stays 4-D here.
 fn mlp_residual<B: Backend>(
     x: Tensor<B, 4>,
     norm: &LayerNorm<B>,
@@ -142,10 +142,8 @@ fn mlp_residual<B: Backend>(
     ls: &Option<LayerScale<B>>,
     p: f64,
 ) -> Tensor<B, 4> {
-    let [b, h, w, c] = x.dims();
-    let x = x.reshape([b * h * w, c]);
     let y = mlp.forward(norm.forward(x.clone()));
-    (x + drop_path_tokens(layer_scale_tokens(ls, y), p, b)).reshape([b, h, w, c])
+    x + drop_path(layer_scale_cl(ls, y), p)
 }
 
 /// Window ('block') or grid attention + MLP over a channels-last `[B, H, W, C]` map.

@@ -186,8 +186,8 @@ impl<B: Backend> LayerScale<B> {
 }
 
 /// [`LayerScale::forward_cl`] over `[rows, C]` tokens, without the reshapes: on 2-D tokens
-/// CubeCL's fusion puts the multiply (and a residual add after it) on the write of the matmul
-/// before it (issue 11, BENCH.md "Fusion-friendly forms").
+/// CubeCL's fusion puts the multiply on the write of the matmul before it (issue 11, BENCH.md
+/// "Fusion-friendly forms").
 pub fn layer_scale_tokens<B: Backend>(ls: &Option<LayerScale<B>>, x: Tensor<B, 2>) -> Tensor<B, 2> {
     match ls {
         Some(ls) => {
@@ -210,16 +210,6 @@ pub fn layer_scale_2d<B: Backend>(ls: &Option<LayerScale<B>>, x: Tensor<B, 4>) -
         Some(ls) => ls.forward_2d(x),
         None => x,
     }
-}
-
-/// [`drop_path`] over `[rows, C]` tokens of `batch` samples (each sample's rows contiguous):
-/// the same per-sample mask, drawn the same way.
-pub fn drop_path_tokens<B: Backend>(x: Tensor<B, 2>, p: f64, batch: usize) -> Tensor<B, 2> {
-    if p <= 0.0 || !is_training::<B>(&x.device()) {
-        return x;
-    }
-    let [rows, c] = x.dims();
-    drop_path(x.reshape([batch, rows / batch, c]), p).reshape([rows, c])
 }
 
 /// `nn.Dropout(p)`: active only while training.
