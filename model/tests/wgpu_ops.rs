@@ -213,10 +213,11 @@ fn depthwise_conv_matches_burns_conv2d_and_flex() {
     }
 }
 
-/// Layer norm over axis `dim` of a `[2, 6, 5, 24]`-shaped map (made from an NCHW tensor by a
-/// permute when `permuted`, as the channels-last blocks get it), and the gradients of a weighted
-/// sum of its output, through our op (`layers::layer_norm`) or the taped decomposition.
+/// Layer norm over axis `dim` of a `dims`-shaped map (made from an NCHW tensor by a permute when
+/// `permuted`, as the channels-last blocks get it), and the gradients of a weighted sum of its
+/// output, through our op (`layers::layer_norm`) or the taped decomposition.
 struct LayerNormProbe {
+    dims: [usize; 4],
     dim: usize,
     permuted: bool,
     ours: bool,
@@ -226,9 +227,10 @@ impl Probe for LayerNormProbe {
     fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
         use model::layers::layer_norm::{decomposed, layer_norm};
         model::layers::register_autodiff_ops::<B::InnerBackend>();
-        let dims = [2, 6, 5, 24];
+        let dims = self.dims;
         let x = if self.permuted {
-            Tensor::<B, 4>::from_data(data(&[2, 24, 6, 5], 41, 2.0), d).require_grad()
+            let [n, h, w, c] = dims;
+            Tensor::<B, 4>::from_data(data(&[n, c, h, w], 41, 2.0), d).require_grad()
         } else {
             Tensor::<B, 4>::from_data(data(&dims, 41, 2.0), d).require_grad()
         };
@@ -246,14 +248,22 @@ impl Probe for LayerNormProbe {
 
 /// Our layer norm (one autodiff node, torch's backward formula) equals the taped decomposition
 /// on flex, and flex on fused and unfused wgpu: channels-last (last axis, contiguous and
-/// permuted) and LayerNorm2d's channel axis of NCHW.
+/// permuted) and LayerNorm2d's channel axis of NCHW. On wgpu the node runs our CubeCL kernels
+/// (`layers::cube_norm`) where the build has them: the `[3, 20, 18, 300]` map takes the
+/// kernels' other paths (units owning two channels, 1,080 rows: several rows per backward cube).
 #[test]
 fn layer_norm_op_matches_the_decomposition_and_flex() {
-    for (dim, permuted) in [(3, false), (3, true), (1, false)] {
-        let ours = LayerNormProbe { dim, permuted, ours: true };
-        let what = format!("layer norm axis {dim} permuted {permuted}");
+    let (small, wide) = ([2, 6, 5, 24], [3, 20, 18, 300]);
+    for (dims, dim, permuted) in
+        [(small, 3, false), (small, 3, true), (small, 1, false), (wide, 3, true), (wide, 1, false)]
+    {
+        let ours = LayerNormProbe { dims, dim, permuted, ours: true };
+        let what = format!("layer norm {dims:?} axis {dim} permuted {permuted}");
         assert_matches_composition(&ours, &LayerNormProbe { ours: false, ..ours }, &what);
     }
+    use model::layers::layer_norm::has_kernels;
+    let kernels = has_kernels::<Wgpu>() && has_kernels::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+    assert_eq!(kernels, cfg!(feature = "cube-wgpu"), "the wgpu runs took our kernels: {kernels}");
 }
 
 /// Batch norm in training over a `[n, 12, 5, 6]` map (batch statistics), through our node

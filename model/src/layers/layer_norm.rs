@@ -18,6 +18,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 
 use super::norm_node::{track, NormSaved};
@@ -25,11 +26,25 @@ use super::{float, primitive};
 
 type LayerNormFn<B, const D: usize> = fn(Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1>, usize, f64) -> Tensor<B, D>;
 
+/// A backend's own layer-norm forward, `(x, weight, bias, dim, eps) -> [y, μ, σ]`
+/// (`super::cube_norm`); the node uses it where it is registered.
+pub(super) type ForwardKernel<B> =
+    fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, f64) -> [FloatTensor<B>; 3];
+/// Its backward, `(grad, x, weight, μ, σ, dim) -> [dx, dw, db]`.
+pub(super) type BackwardKernel<B> =
+    fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize) -> [FloatTensor<B>; 3];
+
 /// Route the layer norms of models on `Autodiff<I>` through [`LayerNormBackward`].
 pub(super) fn register<I: Backend>() {
     super::register_op::<LayerNormFn<Autodiff<I>, 2>>(layer_norm_autodiff::<I, 2>);
     super::register_op::<LayerNormFn<Autodiff<I>, 3>>(layer_norm_autodiff::<I, 3>);
     super::register_op::<LayerNormFn<Autodiff<I>, 4>>(layer_norm_autodiff::<I, 4>);
+}
+
+/// Whether the layer norms of models on `Autodiff<I>` run kernels of `I`'s own
+/// ([`ForwardKernel`], `super::cube_norm`) once [`super::register_autodiff_ops`] has run.
+pub fn has_kernels<I: Backend>() -> bool {
+    super::registered_op::<ForwardKernel<I>>().is_some() && super::registered_op::<BackwardKernel<I>>().is_some()
 }
 
 /// LayerNorm over axis `dim` of `x` with a per-channel `weight` and `bias` (length `x.dims()[dim]`).
@@ -103,21 +118,35 @@ fn sum_except<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor
 #[derive(Debug)]
 struct LayerNormBackward<const D: usize> {
     dim: usize,
+    /// The backend's own kernels ran the forward (the saved weight is `[C]`) and run the
+    /// backward ([`BackwardKernel`], registered with the forward's).
+    kernel: bool,
 }
 
 impl<I: Backend, const D: usize> Backward<I, 3> for LayerNormBackward<D> {
     type State = NormSaved<I>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let grad = float::<I, D>(grads.consume::<I>(&ops.node));
+        let grad = grads.consume::<I>(&ops.node);
         let (NormSaved { x, weight, mean, std }, dim) = (ops.state, self.dim);
-        let x = float::<I, D>(checkpointer.retrieve_node_output(x));
+        let x = checkpointer.retrieve_node_output(x);
+        let [x_node, weight_node, bias_node] = ops.parents;
+        if self.kernel {
+            let backward = super::registered_op::<BackwardKernel<I>>().expect("registered with the forward kernel");
+            let [dx, dw, db] = backward(grad, x, weight, mean, std, dim);
+            for (node, g) in [x_node, weight_node, bias_node].into_iter().zip([dx, dw, db]) {
+                if let Some(node) = node {
+                    grads.register::<I>(node.id, g);
+                }
+            }
+            return;
+        }
+        let (grad, x) = (float::<I, D>(grad), float::<I, D>(x));
         let (mean, std) = (float::<I, D>(mean), float::<I, D>(std));
         // x̂ is recomputed where it is read, g·w computed once, and the weight kept broadcast
         // by the forward: the form CubeCL's fusion makes one broadcasted reduction of (issue 11,
         // BENCH.md "Fusion-friendly forms"; a reshape queued first, or g·w recomputed, splits it).
         let x_hat = || (x.clone() - mean.clone()) / std.clone();
-        let [x_node, weight_node, bias_node] = ops.parents;
         if let Some(node) = x_node {
             let g_w = grad.clone() * float::<I, D>(weight);
             let mean_g_w = g_w.clone().mean_dim(dim);
@@ -141,10 +170,25 @@ fn layer_norm_autodiff<I: Backend, const D: usize>(
     dim: usize,
     eps: f64,
 ) -> Tensor<Autodiff<I>, D> {
+    let kernel = super::registered_op::<ForwardKernel<I>>().filter(|_| cube_kernel_supports(&x, dim));
     let inputs = [primitive(x), primitive(weight), primitive(bias)];
-    let x_in = float::<I, D>(inputs[0].primitive.clone());
-    let [weight_in, bias_in] = [&inputs[1], &inputs[2]].map(|t| float(t.primitive.clone()));
-    let (y, mean, std, weight) = forward::<I, D>(x_in, weight_in, bias_in, dim, eps);
-    let node = LayerNormBackward::<D> { dim };
+    let [x_in, weight_in, bias_in] = [&inputs[0], &inputs[1], &inputs[2]].map(|t| t.primitive.clone());
+    let node = LayerNormBackward::<D> { dim, kernel: kernel.is_some() };
+    if let Some(forward) = kernel {
+        let [y, mean, std] = forward(x_in, weight_in.clone(), bias_in, dim, eps);
+        return float(track(node, inputs, weight_in, y, mean, std));
+    }
+    let (y, mean, std, weight) = forward::<I, D>(float(x_in), float(weight_in), float(bias_in), dim, eps);
     float(track(node, inputs, primitive(weight), primitive(y), primitive(mean), primitive(std)))
+}
+
+/// Whether this build's CubeCL layer-norm kernels take `x` over `dim` (`super::cube_norm`).
+#[cfg(feature = "cube")]
+fn cube_kernel_supports<B: Backend, const D: usize>(x: &Tensor<B, D>, dim: usize) -> bool {
+    super::cube_norm::supports(x.dims()[dim], x.dtype())
+}
+
+#[cfg(not(feature = "cube"))]
+fn cube_kernel_supports<B: Backend, const D: usize>(_: &Tensor<B, D>, _: usize) -> bool {
+    false
 }

@@ -4,6 +4,8 @@ pub mod attention_core;
 pub mod batch_norm;
 pub mod buffer;
 pub mod conv;
+#[cfg(feature = "cube")]
+pub mod cube_norm;
 pub mod depthwise;
 pub mod init;
 pub mod layer_norm;
@@ -36,6 +38,8 @@ pub fn register_autodiff_ops<I: Backend>() {
     depthwise::register::<I>();
     batch_norm::register::<I>();
     layer_norm::register::<I>();
+    #[cfg(feature = "cube")]
+    cube_norm::register();
     attention_core::register::<I>();
 }
 
