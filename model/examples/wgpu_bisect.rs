@@ -113,7 +113,14 @@ fn parts<R: Backend, W: Backend>(r: &Block<R>, w: &Block<W>, xin: &[f32], dims: 
             if let (Some(rb), Some(wb)) = (&r.attn_block, &w.attn_block) {
                 cmp("attn_block", rb.forward(ap.clone()), wb.forward(wp.clone()));
             }
-            cmp("attn_grid", r.attn_grid.forward(ap), w.attn_grid.forward(wp));
+            cmp("attn_grid", r.attn_grid.forward(ap.clone()), w.attn_grid.forward(wp.clone()));
+            if let (Some(rb), Some(wb)) = (&r.attn_block, &w.attn_block) {
+                let (ra, wa) = (rb.forward(ap.clone()), wb.forward(wp.clone()));
+                cmp("attn_block+attn_grid", r.attn_grid.forward(ra), w.attn_grid.forward(wa));
+                let rc = r.conv.forward(to::<R>(xin, dims, &rd)).permute([0, 2, 3, 1]);
+                let wc = w.conv.forward(to::<W>(xin, dims, wd)).permute([0, 2, 3, 1]);
+                cmp("conv+attn_block", rb.forward(rc), wb.forward(wc));
+            }
         }
         _ => {}
     }
@@ -251,6 +258,9 @@ fn grads<R: AutodiffBackend, W: AutodiffBackend>(
 }
 
 fn check<W: Backend>(case: &GoldenCase, wd: &W::Device) {
+    // What the trainer and the golden check run: our autodiff nodes and, on CubeCL, our kernels.
+    model::layers::register_autodiff_ops::<W>();
+    model::layers::register_autodiff_ops::<Flex>();
     let io = case.io().unwrap();
     let input = &io["input"];
     let shape: [usize; 4] = input.shape.clone().try_into().unwrap();

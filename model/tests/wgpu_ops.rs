@@ -200,10 +200,14 @@ impl Probe for Depthwise {
 }
 
 /// Our depthwise op (a weight gradient in constant launches, not Burn's loop over channels) equals
-/// Burn's conv2d on flex, and flex on fused and unfused wgpu, for the family's depthwise convs:
+/// Burn's conv2d on flex, and flex on fused and unfused wgpu (where the build has it, through our
+/// CubeCL weight and bias gradient, `layers::cube_depthwise`), for the family's depthwise convs:
 /// MBConv 3x3 and ConvNeXt 7x7, strides 1 and 2, channel multiplier 1 and 2, odd and even sizes.
 #[test]
 fn depthwise_conv_matches_burns_conv2d_and_flex() {
+    // Our kernels under fusion too (off by default in the model: docs/burn_faults.md §8).
+    #[cfg(feature = "cube-wgpu")]
+    model::layers::cube_norm::register_fused();
     for (channels, multiplier, kernel, stride, size) in
         [(16, 1, 3, 1, 8), (16, 1, 3, 2, 8), (12, 1, 7, 1, 9), (8, 2, 7, 2, 8), (24, 1, 7, 2, 7)]
     {
@@ -211,6 +215,9 @@ fn depthwise_conv_matches_burns_conv2d_and_flex() {
         let what = format!("depthwise {channels}x{multiplier} k{kernel} s{stride} {size}px");
         assert_matches_composition(&ours, &Depthwise { ours: false, ..ours }, &what);
     }
+    use model::layers::depthwise::has_grad_kernel;
+    let kernel = has_grad_kernel::<Wgpu>() && has_grad_kernel::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+    assert_eq!(kernel, cfg!(feature = "cube-wgpu"), "the wgpu runs took our gradient kernel: {kernel}");
 }
 
 /// Layer norm over axis `dim` of a `dims`-shaped map (made from an NCHW tensor by a permute when
@@ -253,6 +260,9 @@ impl Probe for LayerNormProbe {
 /// kernels' other paths (units owning two channels, 1,080 rows: several rows per backward cube).
 #[test]
 fn layer_norm_op_matches_the_decomposition_and_flex() {
+    // Our kernels under fusion too (off by default in the model: docs/burn_faults.md §8).
+    #[cfg(feature = "cube-wgpu")]
+    model::layers::cube_norm::register_fused();
     let (small, wide) = ([2, 6, 5, 24], [3, 20, 18, 300]);
     for (dims, dim, permuted) in
         [(small, 3, false), (small, 3, true), (small, 1, false), (wide, 3, true), (wide, 1, false)]

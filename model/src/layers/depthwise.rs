@@ -31,6 +31,27 @@ use super::{float, primitive};
 
 type DepthwiseFn<B> = fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvOptions<2>) -> Tensor<B, 4>;
 
+/// A backend's own weight and bias gradient, `(x, dY, weight dims, options) -> [dW, db]`
+/// (`super::cube_depthwise`); the node uses it where it is registered.
+pub(super) type GradKernel<B> = fn(FloatTensor<B>, FloatTensor<B>, [usize; 4], ConvOptions<2>) -> [FloatTensor<B>; 2];
+
+/// Whether depthwise convs of models on `Autodiff<I>` take their weight and bias gradients from
+/// a kernel of `I`'s own once [`super::register_autodiff_ops`] has run.
+pub fn has_grad_kernel<I: Backend>() -> bool {
+    super::registered_op::<GradKernel<I>>().is_some()
+}
+
+#[cfg(feature = "cube")]
+fn grad_kernel_supports<I: Backend>(x: &FloatTensor<I>) -> bool {
+    use burn::tensor::TensorMetadata;
+    super::cube_depthwise::supports(x.dtype())
+}
+
+#[cfg(not(feature = "cube"))]
+fn grad_kernel_supports<I: Backend>(_: &FloatTensor<I>) -> bool {
+    false
+}
+
 /// Route the depthwise convs of models on `Autodiff<I>` through the constant-launch weight
 /// gradient.
 pub(super) fn register<I: Backend>() {
@@ -82,7 +103,15 @@ impl<I: Backend, const N: usize> Backward<I, N> for DepthwiseBackward {
         let (x_state, weight_state, options) = ops.state;
         let x: FloatTensor<I> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<I> = checkpointer.retrieve_node_output(weight_state);
-        if let Some(Some(node)) = ops.parents.get(2) {
+        let kernel = super::registered_op::<GradKernel<I>>().filter(|_| grad_kernel_supports::<I>(&x));
+        if let (Some(kernel), Some(weight_node)) = (kernel, &ops.parents[1]) {
+            let dims = float::<I, 4>(weight.clone()).dims();
+            let [dw, db] = kernel(x.clone(), grad.clone(), dims, options.clone());
+            grads.register::<I>(weight_node.id, dw);
+            if let Some(Some(node)) = ops.parents.get(2) {
+                grads.register::<I>(node.id, db);
+            }
+        } else if let Some(Some(node)) = ops.parents.get(2) {
             // Σ over batch and space, per output channel: two reductions of the [N, C, H·W] view
             // (the gradient arrives contiguous from the norm after the conv).
             let g = float::<I, 4>(grad.clone());
@@ -90,7 +119,7 @@ impl<I: Backend, const N: usize> Backward<I, N> for DepthwiseBackward {
             let g = g.reshape([n, c, h * w]).sum_dim(2).sum_dim(0).reshape([c]);
             grads.register::<I>(node.id, primitive(g));
         }
-        if let Some(node) = &ops.parents[1] {
+        if let (None, Some(node)) = (kernel, &ops.parents[1]) {
             let dims = float::<I, 4>(weight.clone()).dims();
             let g = depthwise_weight_grad(float::<I, 4>(x.clone()), float::<I, 4>(grad.clone()), dims, &options);
             grads.register::<I>(node.id, primitive(g));

@@ -5,6 +5,8 @@ pub mod batch_norm;
 pub mod buffer;
 pub mod conv;
 #[cfg(feature = "cube")]
+pub mod cube_depthwise;
+#[cfg(feature = "cube")]
 pub mod cube_norm;
 pub mod depthwise;
 pub mod init;
