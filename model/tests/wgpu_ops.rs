@@ -205,9 +205,6 @@ impl Probe for Depthwise {
 /// MBConv 3x3 and ConvNeXt 7x7, strides 1 and 2, channel multiplier 1 and 2, odd and even sizes.
 #[test]
 fn depthwise_conv_matches_burns_conv2d_and_flex() {
-    // Our kernels under fusion too (off by default in the model: docs/burn_faults.md §8).
-    #[cfg(feature = "cube-wgpu")]
-    model::layers::cube_norm::register_fused();
     for (channels, multiplier, kernel, stride, size) in
         [(16, 1, 3, 1, 8), (16, 1, 3, 2, 8), (12, 1, 7, 1, 9), (8, 2, 7, 2, 8), (24, 1, 7, 2, 7)]
     {
@@ -260,20 +257,30 @@ impl Probe for LayerNormProbe {
 /// kernels' other paths (units owning two channels, 1,080 rows: several rows per backward cube).
 #[test]
 fn layer_norm_op_matches_the_decomposition_and_flex() {
-    // Our kernels under fusion too (off by default in the model: docs/burn_faults.md §8).
-    #[cfg(feature = "cube-wgpu")]
-    model::layers::cube_norm::register_fused();
+    use model::layers::layer_norm::kernels;
     let (small, wide) = ([2, 6, 5, 24], [3, 20, 18, 300]);
-    for (dims, dim, permuted) in
-        [(small, 3, false), (small, 3, true), (small, 1, false), (wide, 3, true), (wide, 1, false)]
+    let check_all = || {
+        for (dims, dim, permuted) in
+            [(small, 3, false), (small, 3, true), (small, 1, false), (wide, 3, true), (wide, 1, false)]
+        {
+            let ours = LayerNormProbe { dims, dim, permuted, ours: true };
+            let what = format!("layer norm {dims:?} axis {dim} permuted {permuted}");
+            assert_matches_composition(&ours, &LayerNormProbe { ours: false, ..ours }, &what);
+        }
+    };
+    // As registered by default: fused wgpu runs the composition's forward and our backward
+    // kernel (docs/burn_faults.md §8), unfused wgpu both kernels.
+    check_all();
+    let cube = cfg!(feature = "cube-wgpu");
+    assert_eq!(kernels::<CubeBackend<WgpuRuntime, f32, i32, u32>>(), (cube, cube), "unfused wgpu's kernels");
+    assert_eq!(kernels::<Wgpu>(), (false, cube), "fused wgpu's kernels by default");
+    // Our forward kernel under fusion too (MAXXVIT_OWN_KERNELS_FUSED).
+    #[cfg(feature = "cube-wgpu")]
     {
-        let ours = LayerNormProbe { dims, dim, permuted, ours: true };
-        let what = format!("layer norm {dims:?} axis {dim} permuted {permuted}");
-        assert_matches_composition(&ours, &LayerNormProbe { ours: false, ..ours }, &what);
+        model::layers::cube_norm::register_fused();
+        check_all();
+        assert_eq!(kernels::<Wgpu>(), (true, true), "fused wgpu's kernels after register_fused");
     }
-    use model::layers::layer_norm::has_kernels;
-    let kernels = has_kernels::<Wgpu>() && has_kernels::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
-    assert_eq!(kernels, cfg!(feature = "cube-wgpu"), "the wgpu runs took our kernels: {kernels}");
 }
 
 /// Batch norm in training over a `[n, 12, 5, 6]` map (batch statistics), through our node

@@ -63,42 +63,48 @@ pub fn supports(channels: usize, dtype: DType) -> bool {
     dtype == DType::F32 && channels <= MAX_UNITS * MAX_CHANNELS_PER_UNIT
 }
 
-/// Put our kernels (these and [`super::cube_depthwise`]'s) in the op registry for the unfused
-/// CubeCL backends of this build, and for the fused ones when `MAXXVIT_OWN_KERNELS_FUSED` is set
-/// ([`register_fused`]). Under fusion they are exact op by op (`model/tests/wgpu_ops.rs`), but
-/// with them the maxvit_rmlp_small_rw golden case goes wrong in training on lavapipe (train
-/// logits 2.7e-1; every case passes unfused with them and fused without them): the custom ops
-/// regroup the fused kernels around them, and one of the regroupings computes wrong values
-/// (docs/burn_faults.md §8, not narrowed). `MAXXVIT_NO_OWN_KERNELS` turns them all off.
+/// Put our kernels (these and [`super::cube_depthwise`]'s) in the op registry for the CubeCL
+/// backends of this build: all of them for the unfused backends; for the fused ones the
+/// layer-norm backward and the depthwise gradient, and the layer-norm forward only when
+/// `MAXXVIT_OWN_KERNELS_FUSED` is set ([`register_fused`]): as a custom op of the fusion stream
+/// it is exact op by op (`model/tests/wgpu_ops.rs`), but with it the maxvit_rmlp_small_rw golden
+/// case goes wrong in training on lavapipe (docs/burn_faults.md §8, not narrowed further).
+/// `MAXXVIT_NO_OWN_KERNELS` turns them all off (Burn's compositions, for A/B checks).
 pub fn register() {
     if std::env::var_os("MAXXVIT_NO_OWN_KERNELS").is_some() {
         return;
     }
     #[cfg(feature = "cube-wgpu")]
-    register_backend::<CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>>();
+    {
+        use burn::backend::wgpu::WgpuRuntime;
+        register_backend::<CubeBackend<WgpuRuntime, f32, i32, u32>>(true);
+        register_backend::<burn_fusion::Fusion<CubeBackend<WgpuRuntime, f32, i32, u32>>>(false);
+    }
     #[cfg(feature = "cube-cuda")]
-    register_backend::<CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>>();
+    {
+        use burn::cubecl::cuda::CudaRuntime;
+        register_backend::<CubeBackend<CudaRuntime, f32, i32, u8>>(true);
+        register_backend::<burn_fusion::Fusion<CubeBackend<CudaRuntime, f32, i32, u8>>>(false);
+    }
     if std::env::var_os("MAXXVIT_OWN_KERNELS_FUSED").is_some() {
         register_fused();
     }
 }
 
-/// Our kernels for the fused CubeCL backends too (custom operations of the fusion stream).
+/// All our kernels for the fused CubeCL backends, the layer-norm forward included.
 pub fn register_fused() {
     #[cfg(feature = "cube-wgpu")]
-    register_backend::<burn_fusion::Fusion<CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>>>();
+    register_backend::<burn_fusion::Fusion<CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>>>(true);
     #[cfg(feature = "cube-cuda")]
-    register_backend::<burn_fusion::Fusion<CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>>>();
+    register_backend::<burn_fusion::Fusion<CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>>>(true);
 }
 
-fn register_backend<B: LayerNormKernels + super::cube_depthwise::DepthwiseGradKernels>() {
-    if std::env::var_os("MAXXVIT_DEBUG_LN_OFF").is_none() {
+fn register_backend<B: LayerNormKernels + super::cube_depthwise::DepthwiseGradKernels>(layer_norm_forward: bool) {
+    if layer_norm_forward {
         super::register_op::<super::layer_norm::ForwardKernel<B>>(B::layer_norm_forward);
-        super::register_op::<super::layer_norm::BackwardKernel<B>>(B::layer_norm_backward);
     }
-    if std::env::var_os("MAXXVIT_DEBUG_DW_OFF").is_none() {
-        super::cube_depthwise::register_backend::<B>();
-    }
+    super::register_op::<super::layer_norm::BackwardKernel<B>>(B::layer_norm_backward);
+    super::cube_depthwise::register_backend::<B>();
 }
 
 /// The shape of `x` as `[outer, C, inner]` around axis `dim`.

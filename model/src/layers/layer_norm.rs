@@ -41,10 +41,10 @@ pub(super) fn register<I: Backend>() {
     super::register_op::<LayerNormFn<Autodiff<I>, 4>>(layer_norm_autodiff::<I, 4>);
 }
 
-/// Whether the layer norms of models on `Autodiff<I>` run kernels of `I`'s own
-/// ([`ForwardKernel`], `super::cube_norm`) once [`super::register_autodiff_ops`] has run.
-pub fn has_kernels<I: Backend>() -> bool {
-    super::registered_op::<ForwardKernel<I>>().is_some() && super::registered_op::<BackwardKernel<I>>().is_some()
+/// Which kernels of `I`'s own (`super::cube_norm`) the layer norms of models on `Autodiff<I>`
+/// run once [`super::register_autodiff_ops`] has run: `(forward, backward)`.
+pub fn kernels<I: Backend>() -> (bool, bool) {
+    (super::registered_op::<ForwardKernel<I>>().is_some(), super::registered_op::<BackwardKernel<I>>().is_some())
 }
 
 /// LayerNorm over axis `dim` of `x` with a per-channel `weight` and `bias` (length `x.dims()[dim]`).
@@ -118,8 +118,8 @@ fn sum_except<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor
 #[derive(Debug)]
 struct LayerNormBackward<const D: usize> {
     dim: usize,
-    /// The backend's own kernels ran the forward (the saved weight is `[C]`) and run the
-    /// backward ([`BackwardKernel`], registered with the forward's).
+    /// The backend's own backward kernel runs the backward ([`BackwardKernel`]; the saved weight
+    /// is `[C]`).
     kernel: bool,
 }
 
@@ -132,7 +132,7 @@ impl<I: Backend, const D: usize> Backward<I, 3> for LayerNormBackward<D> {
         let x = checkpointer.retrieve_node_output(x);
         let [x_node, weight_node, bias_node] = ops.parents;
         if self.kernel {
-            let backward = super::registered_op::<BackwardKernel<I>>().expect("registered with the forward kernel");
+            let backward = super::registered_op::<BackwardKernel<I>>().expect("seen by the forward");
             let [dx, dw, db] = backward(grad, x, weight, mean, std, dim);
             for (node, g) in [x_node, weight_node, bias_node].into_iter().zip([dx, dw, db]) {
                 if let Some(node) = node {
@@ -170,17 +170,23 @@ fn layer_norm_autodiff<I: Backend, const D: usize>(
     dim: usize,
     eps: f64,
 ) -> Tensor<Autodiff<I>, D> {
-    let kernel = super::registered_op::<ForwardKernel<I>>().filter(|_| cube_kernel_supports(&x, dim));
+    let supported = cube_kernel_supports(&x, dim);
+    let forward_kernel = super::registered_op::<ForwardKernel<I>>().filter(|_| supported);
+    let backward_kernel = supported && super::registered_op::<BackwardKernel<I>>().is_some();
     let inputs = [primitive(x), primitive(weight), primitive(bias)];
     let [x_in, weight_in, bias_in] = [&inputs[0], &inputs[1], &inputs[2]].map(|t| t.primitive.clone());
-    let node = LayerNormBackward::<D> { dim, kernel: kernel.is_some() };
-    if let Some(forward) = kernel {
-        if std::env::var_os("MAXXVIT_DEBUG_LN_FWD_OFF").is_some() {
-            let (y, mean, std, _) =
-                self::forward::<I, D>(float(x_in), float(weight_in.clone()), float(bias_in), dim, eps);
-            return float(track(node, inputs, weight_in, primitive(y), primitive(mean), primitive(std)));
-        }
-        let [y, mean, std] = forward(x_in, weight_in.clone(), bias_in, dim, eps);
+    let node = LayerNormBackward::<D> { dim, kernel: backward_kernel };
+    if backward_kernel {
+        // The backward kernel with either forward: ours, or (fused backends by default,
+        // docs/burn_faults.md §8) the composition, whose μ and σ it reads the same way.
+        let [y, mean, std] = match forward_kernel {
+            Some(kernel) => kernel(x_in, weight_in.clone(), bias_in, dim, eps),
+            None => {
+                let (y, mean, std, _) =
+                    forward::<I, D>(float(x_in), float(weight_in.clone()), float(bias_in), dim, eps);
+                [primitive(y), primitive(mean), primitive(std)]
+            }
+        };
         return float(track(node, inputs, weight_in, y, mean, std));
     }
     let (y, mean, std, weight) = forward::<I, D>(float(x_in), float(weight_in), float(bias_in), dim, eps);
