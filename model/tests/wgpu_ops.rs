@@ -175,6 +175,9 @@ struct Depthwise {
     kernel: usize,
     stride: usize,
     size: usize,
+    /// x made from an NHWC tensor by a permute and the output read back channels-last, so the
+    /// conv gets a strided input and a strided output gradient (as in the ConvNeXt blocks).
+    channels_last: bool,
     ours: bool,
 }
 
@@ -183,16 +186,22 @@ impl Probe for Depthwise {
         use burn::tensor::ops::ConvOptions;
         model::layers::register_autodiff_ops::<B::InnerBackend>();
         let (c, co, k, s) = (self.channels, self.channels * self.multiplier, self.kernel, self.stride);
-        let x = Tensor::<B, 4>::from_data(data(&[2, c, self.size, self.size], 6, 1.0), d).require_grad();
+        let x = if self.channels_last {
+            Tensor::<B, 4>::from_data(data(&[2, self.size, self.size, c], 6, 1.0), d).require_grad()
+        } else {
+            Tensor::<B, 4>::from_data(data(&[2, c, self.size, self.size], 6, 1.0), d).require_grad()
+        };
+        let input = if self.channels_last { x.clone().permute([0, 3, 1, 2]) } else { x.clone() };
         let w = Tensor::<B, 4>::from_data(data(&[co, 1, k, k], 7, 0.5), d).require_grad();
         let b = Tensor::<B, 1>::from_data(data(&[co], 8, 0.1), d).require_grad();
         let pad = ((s - 1) + (k - 1)) / 2;
         let options = ConvOptions::new([s, s], [pad, pad], [1, 1], c);
         let y = if self.ours {
-            model::layers::depthwise::depthwise_conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+            model::layers::depthwise::depthwise_conv2d(input, w.clone(), Some(b.clone()), options)
         } else {
-            burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+            burn::tensor::module::conv2d(input, w.clone(), Some(b.clone()), options)
         };
+        let y = if self.channels_last { y.permute([0, 2, 3, 1]) } else { y };
         output_and_grads(y, 9, |g| {
             vec![values(x.grad(g).unwrap()), values(w.grad(g).unwrap()), values(b.grad(g).unwrap())]
         })
@@ -202,14 +211,22 @@ impl Probe for Depthwise {
 /// Our depthwise op (a weight gradient in constant launches, not Burn's loop over channels) equals
 /// Burn's conv2d on flex, and flex on fused and unfused wgpu (where the build has it, through our
 /// CubeCL weight and bias gradient, `layers::cube_depthwise`), for the family's depthwise convs:
-/// MBConv 3x3 and ConvNeXt 7x7, strides 1 and 2, channel multiplier 1 and 2, odd and even sizes.
+/// MBConv 3x3 and ConvNeXt 7x7, strides 1 and 2, channel multiplier 1 and 2, odd and even sizes,
+/// NCHW and channels-last inputs (the kernel reads strided x and output gradients).
 #[test]
 fn depthwise_conv_matches_burns_conv2d_and_flex() {
-    for (channels, multiplier, kernel, stride, size) in
-        [(16, 1, 3, 1, 8), (16, 1, 3, 2, 8), (12, 1, 7, 1, 9), (8, 2, 7, 2, 8), (24, 1, 7, 2, 7)]
-    {
-        let ours = Depthwise { channels, multiplier, kernel, stride, size, ours: true };
-        let what = format!("depthwise {channels}x{multiplier} k{kernel} s{stride} {size}px");
+    for (channels, multiplier, kernel, stride, size, channels_last) in [
+        (16, 1, 3, 1, 8, false),
+        (16, 1, 3, 2, 8, false),
+        (12, 1, 7, 1, 9, false),
+        (8, 2, 7, 2, 8, false),
+        (24, 1, 7, 2, 7, false),
+        (12, 1, 7, 1, 9, true),
+        (8, 2, 3, 2, 8, true),
+    ] {
+        let ours = Depthwise { channels, multiplier, kernel, stride, size, channels_last, ours: true };
+        let what =
+            format!("depthwise {channels}x{multiplier} k{kernel} s{stride} {size}px channels-last {channels_last}");
         assert_matches_composition(&ours, &Depthwise { ours: false, ..ours }, &what);
     }
     use model::layers::depthwise::has_grad_kernel;
@@ -324,28 +341,32 @@ fn batch_norm_node_matches_the_composition_and_flex() {
     }
 }
 
-/// Attention over a qkv projection `[2, 16, 3·2·8]` split head-first (the rw layout) as the
-/// channels-last blocks do, with a relative-position bias or without, and the gradients of a
-/// weighted sum of its output with respect to the projection and the bias: our autodiff node
-/// (`layers::attention_core`) or the composition (`blocks::attention::scaled_attention`).
+/// Attention over a qkv projection `[2, 16, 3·2·8]` split head-first (the rw layout) or
+/// part-first (tf) as the channels-last blocks do, with a relative-position bias or without, and
+/// the gradients of a weighted sum of its output with respect to the projection and the bias: our
+/// autodiff node (`layers::attention_core`, whose projection gradient is our gather kernel on
+/// wgpu where the build has it) or the composition (`blocks::attention::scaled_attention`).
 struct AttentionCoreProbe {
     bias: bool,
+    head_first: bool,
     ours: bool,
 }
 
 impl Probe for AttentionCoreProbe {
     fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
-        use model::layers::attention_core::{registered, unstack};
+        use model::layers::attention_core::{registered, stack_qkv, unstack, QkvLayout};
         model::layers::register_autodiff_ops::<B::InnerBackend>();
         let (b, n, heads, dh) = (2, 16, 2, 8);
         let qkv = Tensor::<B, 3>::from_data(data(&[b, n, 3 * heads * dh], 51, 1.0), d).require_grad();
         let bias = Tensor::<B, 3>::from_data(data(&[heads, n, n], 52, 0.5), d).require_grad();
-        let stacked: Tensor<B, 5> = qkv.clone().reshape([b, n, heads, 3, dh]).permute([3, 0, 2, 1, 4]);
+        let layout = QkvLayout { heads, head_first: self.head_first };
         let bias_in = self.bias.then(|| bias.clone());
+        // A scaled view of the projection, as a linear's output arrives (its own backward op).
+        let input = qkv.clone().mul_scalar(1.5);
         let y = if self.ours {
-            registered::<B>().expect("registered")(stacked, bias_in)
+            registered::<B>().expect("registered")(input, layout, bias_in)
         } else {
-            let [q, k, v] = unstack(stacked);
+            let [q, k, v] = unstack(stack_qkv(input, layout));
             model::blocks::attention::scaled_attention(q, k, v, bias_in, 0.0)
         };
         output_and_grads(y, 53, |g| {
@@ -361,14 +382,17 @@ impl Probe for AttentionCoreProbe {
 /// Our attention node equals the composition on flex, and flex on fused and unfused wgpu.
 #[test]
 fn attention_node_matches_the_composition_and_flex() {
-    for bias in [true, false] {
-        let what = format!("attention node, bias {bias}");
+    for (bias, head_first) in [(true, true), (false, true), (true, false)] {
+        let what = format!("attention node, bias {bias}, head-first {head_first}");
         assert_matches_composition(
-            &AttentionCoreProbe { bias, ours: true },
-            &AttentionCoreProbe { bias, ours: false },
+            &AttentionCoreProbe { bias, head_first, ours: true },
+            &AttentionCoreProbe { bias, head_first, ours: false },
             &what,
         );
     }
+    use model::layers::attention_core::has_qkv_grad_kernel;
+    let kernel = has_qkv_grad_kernel::<Wgpu>() && has_qkv_grad_kernel::<CubeBackend<WgpuRuntime, f32, i32, u32>>();
+    assert_eq!(kernel, cfg!(feature = "cube-wgpu"), "the wgpu runs took our qkv gradient kernel: {kernel}");
 }
 
 /// A `[b, c, 1, 1]` map to tokens `[b, 1, c]` and on (`Attention2d` on a 1x1 map): reshape,

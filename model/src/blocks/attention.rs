@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 
 use super::rel_pos::RelPos;
 use crate::autocast::Cast;
+use crate::layers::attention_core::QkvLayout;
 use crate::layers::{attention_core, dropout, swap_dims, Conv2d, ConvSpec, InitRole, Linear};
 
 /// `softmax(q·kᵀ·scale + bias)·v` over `[batch, heads, tokens, dim_head]`.
@@ -33,31 +34,20 @@ pub fn scaled_attention<B: Backend>(
     matmul(dropout(softmax(scores, 3), attn_drop), v)
 }
 
-/// A qkv projection `[b, n, 3·heads·dh]` as q, k, v stacked: `[3, b, heads, n, dh]`, made
-/// contiguous by one copy (the reshape through `[3, b·heads, n, dh]`), so that q, k and v are
-/// contiguous slices the matmuls read as they are: as views of the projection, k and v were
-/// each copied by the matmul and q by its scaling (issue 11).
-/// head_first (rw/paper): channel `h·3dh + s·dh + d`; otherwise (tf): `s·C + h·dh + d` (spec §2.9).
-fn stack_qkv<B: Backend>(qkv: Tensor<B, 3>, heads: usize, head_first: bool) -> Tensor<B, 5> {
-    let [b, n, c3] = qkv.dims();
-    let dh = c3 / 3 / heads;
-    let stacked: Tensor<B, 5> = if head_first {
-        qkv.reshape([b, n, heads, 3, dh]).permute([3, 0, 2, 1, 4])
-    } else {
-        qkv.reshape([b, n, 3, heads, dh]).permute([2, 0, 3, 1, 4])
-    };
-    stacked.reshape([3, b * heads, n, dh]).reshape([3, b, heads, n, dh])
-}
-
-/// Attention over stacked q, k, v: our autodiff node where the backend registered it (f32, no
-/// attention dropout; `layers::attention_core`), else the composition.
-fn attend<B: Backend>(stacked: Tensor<B, 5>, bias: Option<Tensor<B, 3>>, attn_drop: f64) -> Tensor<B, 4> {
-    if attn_drop <= 0.0 && Cast::for_input(&stacked).is_none() {
+/// Attention over a qkv projection `[b, n, 3·heads·dh]`: our autodiff node where the backend
+/// registered it (f32, no attention dropout; `layers::attention_core`), else the composition.
+fn attend<B: Backend>(
+    qkv: Tensor<B, 3>,
+    layout: QkvLayout,
+    bias: Option<Tensor<B, 3>>,
+    attn_drop: f64,
+) -> Tensor<B, 4> {
+    if attn_drop <= 0.0 && Cast::for_input(&qkv).is_none() {
         if let Some(node) = attention_core::registered::<B>() {
-            return node(stacked, bias);
+            return node(qkv, layout, bias);
         }
     }
-    let [q, k, v] = attention_core::unstack(stacked);
+    let [q, k, v] = attention_core::unstack(attention_core::stack_qkv(qkv, layout));
     scaled_attention(q, k, v, bias, attn_drop)
 }
 
@@ -76,9 +66,9 @@ pub struct AttentionCl<B: Backend> {
 impl<B: Backend> AttentionCl<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, _] = x.dims();
-        let stacked = stack_qkv(self.qkv.forward(x), self.num_heads, self.head_first);
+        let layout = QkvLayout { heads: self.num_heads, head_first: self.head_first };
         let bias = self.rel_pos.as_ref().map(RelPos::bias);
-        let out = attend(stacked, bias, self.attn_drop);
+        let out = attend(self.qkv.forward(x), layout, bias, self.attn_drop);
         let dh = out.dims()[3];
         let out = swap_dims(out, 1, 2).reshape([b, n, self.num_heads * dh]);
         dropout(self.proj.forward(out), self.proj_drop)
@@ -146,9 +136,9 @@ impl<B: Backend> Attention2d<B> {
         let qkv = self.qkv.forward(x);
         let c3 = qkv.dims()[1];
         let tokens = swap_dims(qkv.reshape([b, c3, h * w]), 1, 2);
-        let stacked = stack_qkv(tokens, self.num_heads, true);
+        let layout = QkvLayout { heads: self.num_heads, head_first: true };
         let bias = self.rel_pos.as_ref().map(RelPos::bias);
-        let out = attend(stacked, bias, self.attn_drop);
+        let out = attend(tokens, layout, bias, self.attn_drop);
         let dh = out.dims()[3];
         // [b, heads, n, dh] -> [b, heads·dh, h, w], channel = head·dh + d as in timm's view.
         let out = swap_dims(out, 2, 3).reshape([b, self.num_heads * dh, h, w]);

@@ -7,13 +7,13 @@
 //! `dW[o, 0, a, b] = Σ_n Σ_{y,x} dY[n, o, y, x] · X[n, c, y·s + a·d − p, x·s + b·d − p]` (zero
 //! outside `X`) and `db[o] = Σ_n Σ_{y,x} dY[n, o, y, x]`. One cube per `(tap, o)`, the bias as
 //! one more tap; its units stride over the `N·oh·ow` output positions and add their partial sums
-//! in shared memory. Deterministic, no atomics.
+//! in shared memory. Deterministic, no atomics. `X` and `dY` are read through their strides (no
+//! contiguous copies first).
 
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::cubecl;
 use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
@@ -58,9 +58,7 @@ fn depthwise_weight_bias_grad_kernel<F: Float>(
     // [batch, in_channels, height, width, out_channels, out_h, out_w, kh, kw,
     //  stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, multiplier]
     let batch = *geometry.index(0usize) as usize;
-    let in_channels = *geometry.index(1usize) as usize;
     let (height, width) = (*geometry.index(2usize) as usize, *geometry.index(3usize) as usize);
-    let out_channels = *geometry.index(4usize) as usize;
     let (out_h, out_w) = (*geometry.index(5usize) as usize, *geometry.index(6usize) as usize);
     let (kh, kw) = (*geometry.index(7usize) as usize, *geometry.index(8usize) as usize);
     let (stride_h, stride_w) = (*geometry.index(9usize) as usize, *geometry.index(10usize) as usize);
@@ -81,7 +79,7 @@ fn depthwise_weight_bias_grad_kernel<F: Float>(
         let n = at / (out_h * out_w);
         let y = (at / out_w) % out_h;
         let x_pos = at % out_w;
-        let g = grad[((n * out_channels + o) * out_h + y) * out_w + x_pos];
+        let g = grad[n * grad.stride(0) + o * grad.stride(1) + y * grad.stride(2) + x_pos * grad.stride(3)];
         if is_bias {
             partial += g;
         } else {
@@ -89,7 +87,9 @@ fn depthwise_weight_bias_grad_kernel<F: Float>(
             let row = y * stride_h + a * dil_h;
             let col = x_pos * stride_w + b * dil_w;
             if row >= pad_h && col >= pad_w && row - pad_h < height && col - pad_w < width {
-                partial += g * x[((n * in_channels + c) * height + row - pad_h) * width + col - pad_w];
+                let at_x =
+                    n * x.stride(0) + c * x.stride(1) + (row - pad_h) * x.stride(2) + (col - pad_w) * x.stride(3);
+                partial += g * x[at_x];
             }
         }
         at += units;
@@ -113,7 +113,8 @@ fn weight_bias_grad<R: CubeRuntime>(
     weight_dims: [usize; 4],
     options: ConvOptions<2>,
 ) -> [CubeTensor<R>; 2] {
-    let (x, grad) = (into_contiguous(x), into_contiguous(grad));
+    // Both read through their strides: the gradient arrives as an NCHW view of the channels-last
+    // norm's output gradient, and copying it (and often x) contiguous cost two launches.
     let [batch, in_channels, height, width] = x.shape().dims::<4>();
     let [_, out_channels, out_h, out_w] = grad.shape().dims::<4>();
     let [_, _, kh, kw] = weight_dims;

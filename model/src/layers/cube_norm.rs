@@ -63,9 +63,9 @@ pub fn supports(channels: usize, dtype: DType) -> bool {
     dtype == DType::F32 && channels <= MAX_UNITS * MAX_CHANNELS_PER_UNIT
 }
 
-/// Put our kernels (these and [`super::cube_depthwise`]'s) in the op registry for the CubeCL
-/// backends of this build: all of them for the unfused backends; for the fused ones the
-/// layer-norm backward and the depthwise gradient, and the layer-norm forward only when
+/// Put our kernels (these, [`super::cube_depthwise`]'s and [`super::cube_qkv`]'s) in the op
+/// registry for the CubeCL backends of this build: all of them for the unfused backends; for the
+/// fused ones all but the layer-norm forward, which they get only when
 /// `MAXXVIT_OWN_KERNELS_FUSED` is set ([`register_fused`]): as a custom op of the fusion stream
 /// it is exact op by op (`model/tests/wgpu_ops.rs`), but with it the maxvit_rmlp_small_rw golden
 /// case goes wrong in training on lavapipe (docs/burn_faults.md §8, not narrowed further).
@@ -99,12 +99,16 @@ pub fn register_fused() {
     register_backend::<burn_fusion::Fusion<CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>>>(true);
 }
 
-fn register_backend<B: LayerNormKernels + super::cube_depthwise::DepthwiseGradKernels>(layer_norm_forward: bool) {
+fn register_backend<B>(layer_norm_forward: bool)
+where
+    B: LayerNormKernels + super::cube_depthwise::DepthwiseGradKernels + super::cube_qkv::QkvGradKernels,
+{
     if layer_norm_forward {
         super::register_op::<super::layer_norm::ForwardKernel<B>>(B::layer_norm_forward);
     }
     super::register_op::<super::layer_norm::BackwardKernel<B>>(B::layer_norm_backward);
     super::cube_depthwise::register_backend::<B>();
+    super::cube_qkv::register_backend::<B>();
 }
 
 /// The shape of `x` as `[outer, C, inner]` around axis `dim`.

@@ -8,6 +8,8 @@ pub mod conv;
 pub mod cube_depthwise;
 #[cfg(feature = "cube")]
 pub mod cube_norm;
+#[cfg(feature = "cube")]
+pub mod cube_qkv;
 pub mod depthwise;
 pub mod init;
 pub mod layer_norm;
