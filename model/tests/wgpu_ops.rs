@@ -208,6 +208,51 @@ impl Probe for Depthwise {
     }
 }
 
+/// timm's `Mlp` (GELU) over a channels-last `[2, h, w, c]` map in training: `Mlp::forward`,
+/// which views the map as `[rows, c]` tokens once where every contraction is a multiple of 16
+/// (fusion then puts the biases and GELU on the matmul writes), or each linear on the map as
+/// before; the output and the gradients of the map and of every parameter.
+struct MlpProbe {
+    size: usize,
+    channels: usize,
+    hidden: usize,
+    ours: bool,
+}
+
+impl Probe for MlpProbe {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use model::config::ActLayer;
+        use model::layers::Mlp;
+        let (c, hidden) = (self.channels, self.hidden);
+        let linear = |out: usize, inp: usize, seed: u64| Linear {
+            weight: Param::from_tensor(Tensor::<B, 2>::from_data(data(&[out, inp], seed, 0.3), d)),
+            bias: Some(Param::from_tensor(Tensor::<B, 1>::from_data(data(&[out], seed + 1, 0.3), d))),
+        };
+        let mlp =
+            Mlp { fc1: linear(hidden, c, 71), fc2: linear(c, hidden, 73), act: ActLayer::Gelu, drop1: 0.0, drop2: 0.0 };
+        let x = Tensor::<B, 4>::from_data(data(&[2, self.size, self.size, c], 75, 1.0), d).require_grad();
+        let y =
+            if self.ours { mlp.forward(x.clone()) } else { mlp.fc2.forward(mlp.act.apply(mlp.fc1.forward(x.clone()))) };
+        output_and_grads(y, 76, |g| {
+            let grads = [&mlp.fc1, &mlp.fc2].into_iter().flat_map(|l| {
+                [values(l.weight.val().grad(g).unwrap()), values(l.bias.as_ref().unwrap().val().grad(g).unwrap())]
+            });
+            std::iter::once(values(x.grad(g).unwrap())).chain(grads).collect()
+        })
+    }
+}
+
+/// The MLP's token path equals the per-linear path on flex, and flex on fused and unfused wgpu,
+/// at widths whose contractions are all multiples of 16 (the token path) and at 24 (not taken).
+#[test]
+fn mlp_token_path_matches_the_per_linear_path_and_flex() {
+    for (size, channels, hidden) in [(4, 32, 64), (8, 16, 64), (4, 24, 96)] {
+        let ours = MlpProbe { size, channels, hidden, ours: true };
+        let what = format!("mlp {size}x{size}x{channels}, hidden {hidden}");
+        assert_matches_composition(&ours, &MlpProbe { ours: false, ..ours }, &what);
+    }
+}
+
 /// Our depthwise op (a weight gradient in constant launches, not Burn's loop over channels) equals
 /// Burn's conv2d on flex, and flex on fused and unfused wgpu (where the build has it, through our
 /// CubeCL weight and bias gradient, `layers::cube_depthwise`), for the family's depthwise convs:

@@ -168,18 +168,22 @@ impl<B: Backend> Linear<B> {
         let dims = x.dims();
         let (in_f, out_f) = (dims[D - 1], self.weight.lazy_shape().dims::<2>()[0]);
         let rows = dims[..D - 1].iter().product::<usize>();
-        let x = x.reshape([rows, in_f]);
+        let y = self.forward_2d(x.reshape([rows, in_f]));
+        let mut out = dims;
+        out[D - 1] = out_f;
+        y.reshape(out)
+    }
+
+    /// Over `[rows, in]` tokens.
+    pub fn forward_2d(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let bias = self.bias.as_ref().map(|b| b.val());
-        let y = match Cast::for_input(&x) {
+        match Cast::for_input(&x) {
             Some(cast) => {
                 let bias = bias.map(|b| cast.down(b));
                 cast.up(linear(cast.down(x), cast.down(self.weight.val()).transpose(), bias))
             }
             None => linear(x, self.weight.val().transpose(), bias),
-        };
-        let mut out = dims;
-        out[D - 1] = out_f;
-        y.reshape(out)
+        }
     }
 }
 

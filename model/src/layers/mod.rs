@@ -117,9 +117,36 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
+    /// Over `[.., C]`. Where every contraction is exact ([`Self::tokens_are_exact`]) the map is
+    /// viewed as `[rows, C]` tokens once, in and out, so fusion puts fc1's bias and the
+    /// activation on fc1's matmul write and fc2's bias on fc2's (issue 11: with the 2-D view
+    /// taken per linear, each reshape closed a fused block and the bias adds and the activation
+    /// were launches of their own). The same values either way.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        if D > 2 && self.tokens_are_exact(rows) {
+            let y = self.forward_tokens(x.reshape([rows, dims[D - 1]]));
+            let mut out = dims;
+            out[D - 1] = y.dims()[1];
+            return y.reshape(out);
+        }
         let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop1);
         dropout(self.fc2.forward(x), self.drop2)
+    }
+
+    fn forward_tokens(&self, tokens: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = dropout(self.act.apply(self.fc1.forward_2d(tokens)), self.drop1);
+        dropout(self.fc2.forward_2d(x), self.drop2)
+    }
+
+    /// Whether every matmul of the token path, forward and backward, contracts over a multiple
+    /// of 16 (docs/burn_faults.md §6, as for [`ConvMlp`]'s token path): the input, hidden and
+    /// output widths and the token count.
+    fn tokens_are_exact(&self, rows: usize) -> bool {
+        let [hidden, c_in] = self.fc1.weight.lazy_shape().dims::<2>();
+        let c_out = self.fc2.weight.lazy_shape().dims::<2>()[0];
+        [rows, c_in, hidden, c_out].iter().all(|k| k % 16 == 0)
     }
 }
 
