@@ -286,6 +286,9 @@ struct LayerNormProbe {
     dims: [usize; 4],
     dim: usize,
     permuted: bool,
+    /// The norm's input also read by a residual add after it (`norm(x) + x/2`, as a pre-norm
+    /// block's input is): its gradient then has two parts, which our backward kernel adds in.
+    residual: bool,
     ours: bool,
 }
 
@@ -305,7 +308,9 @@ impl Probe for LayerNormProbe {
         let w = Tensor::<B, 1>::from_data(data(&[c], 42, 1.0), d).require_grad();
         let b = Tensor::<B, 1>::from_data(data(&[c], 43, 0.5), d).require_grad();
         let norm = if self.ours { layer_norm::<B, 4> } else { decomposed::<B, 4> };
-        let y = norm(input.add_scalar(0.25), w.clone(), b.clone(), self.dim, 1e-5);
+        let input = input.add_scalar(0.25);
+        let y = norm(input.clone(), w.clone(), b.clone(), self.dim, 1e-5);
+        let y = if self.residual { y + input.mul_scalar(0.5) } else { y };
         output_and_grads(y, 44, |g| {
             vec![values(x.grad(g).unwrap()), values(w.grad(g).unwrap()), values(b.grad(g).unwrap())]
         })
@@ -322,11 +327,18 @@ fn layer_norm_op_matches_the_decomposition_and_flex() {
     use model::layers::layer_norm::kernels;
     let (small, wide) = ([2, 6, 5, 24], [3, 20, 18, 300]);
     let check_all = || {
-        for (dims, dim, permuted) in
-            [(small, 3, false), (small, 3, true), (small, 1, false), (wide, 3, true), (wide, 1, false)]
-        {
-            let ours = LayerNormProbe { dims, dim, permuted, ours: true };
-            let what = format!("layer norm {dims:?} axis {dim} permuted {permuted}");
+        for (dims, dim, permuted, residual) in [
+            (small, 3, false, false),
+            (small, 3, true, false),
+            (small, 1, false, false),
+            (wide, 3, true, false),
+            (wide, 1, false, false),
+            (small, 3, false, true),
+            (wide, 3, true, true),
+            (wide, 1, false, true),
+        ] {
+            let ours = LayerNormProbe { dims, dim, permuted, residual, ours: true };
+            let what = format!("layer norm {dims:?} axis {dim} permuted {permuted} residual {residual}");
             assert_matches_composition(&ours, &LayerNormProbe { ours: false, ..ours }, &what);
         }
     };

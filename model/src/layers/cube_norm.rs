@@ -47,13 +47,17 @@ pub trait LayerNormKernels: burn::tensor::backend::Backend {
     ) -> [FloatTensor<Self>; 3];
 
     /// `[dx, dw, db]` of the layer norm over axis `dim`, given the output gradient and the
-    /// forward's `x`, weight (`[C]`), `μ` and `σ`.
+    /// forward's `x`, weight (`[C]`), `μ` and `σ`; `dx` plus `addend` (`x`'s shape) where given:
+    /// the gradient `x` already has from its other readers (a residual), which would otherwise
+    /// be added by a launch of its own.
+    #[allow(clippy::too_many_arguments)]
     fn layer_norm_backward(
         grad: FloatTensor<Self>,
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         std: FloatTensor<Self>,
+        addend: Option<FloatTensor<Self>>,
         dim: usize,
     ) -> [FloatTensor<Self>; 3];
 }
@@ -223,6 +227,21 @@ fn layer_norm_forward_kernel<F: Float>(
     }
 }
 
+/// Where element `linear` of `t`'s shape, counted in row-major order, lies in `t`'s memory.
+#[cube]
+fn strided_offset<F: Float>(t: &Tensor<F>, linear: usize) -> usize {
+    let mut offset = 0usize;
+    let mut remaining = linear;
+    let mut axis = t.rank();
+    while axis > 0 {
+        axis -= 1;
+        let size = t.shape(axis);
+        offset += (remaining % size) * t.stride(axis);
+        remaining /= size;
+    }
+    offset
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_backward_kernel<F: Float>(
@@ -231,6 +250,7 @@ fn layer_norm_backward_kernel<F: Float>(
     weight: &Tensor<F>,
     mean: &Tensor<F>,
     std: &Tensor<F>,
+    addend: &Tensor<F>,
     dx: &mut Tensor<F>,
     partials: &mut Tensor<F>,
     channels: u32,
@@ -240,6 +260,7 @@ fn layer_norm_backward_kernel<F: Float>(
     half_units: u32,
     #[comptime] units: usize,
     #[comptime] padded_channels: usize,
+    #[comptime] has_addend: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let unit = UNIT_POS_X as usize;
@@ -288,7 +309,12 @@ fn layer_norm_backward_kernel<F: Float>(
             let at = base + c * inner;
             let g = grad[at];
             let x_hat = (x[at] - mu) / sigma;
-            dx[at] = (g * weight[c] - mean_g_w - x_hat * mean_g_w_x_hat) / sigma;
+            let d = (g * weight[c] - mean_g_w - x_hat * mean_g_w_x_hat) / sigma;
+            if has_addend {
+                dx[at] = d + addend[strided_offset::<F>(addend, at)];
+            } else {
+                dx[at] = d;
+            }
             dw_partial[c] += g * x_hat;
             db_partial[c] += g;
             c += units;
@@ -376,8 +402,13 @@ fn backward<R: CubeRuntime>(
     weight: CubeTensor<R>,
     mean: CubeTensor<R>,
     std: CubeTensor<R>,
+    addend: Option<CubeTensor<R>>,
     dim: usize,
 ) -> [CubeTensor<R>; 3] {
+    let has_addend = addend.is_some();
+    // Read through its strides (it often arrives as a view: a copy would cost the launch saved);
+    // without one the kernel still takes a tensor there, unread.
+    let addend = addend.unwrap_or_else(|| grad.clone());
     let [grad, x, weight, mean, std] = [grad, x, weight, mean, std].map(into_contiguous);
     let shape = x.shape();
     let [outer, channels, inner] = split_at(&shape, dim);
@@ -401,6 +432,7 @@ fn backward<R: CubeRuntime>(
         weight.into_tensor_arg(),
         mean.into_tensor_arg(),
         std.into_tensor_arg(),
+        addend.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         partials.clone().into_tensor_arg(),
         channels as u32,
@@ -410,6 +442,7 @@ fn backward<R: CubeRuntime>(
         (units / 2) as u32,
         units,
         padded_channels,
+        has_addend,
         dtype.into(),
     );
     let sum_units = channels.min(MAX_UNITS);
@@ -444,9 +477,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> LayerNormK
         weight: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         std: FloatTensor<Self>,
+        addend: Option<FloatTensor<Self>>,
         dim: usize,
     ) -> [FloatTensor<Self>; 3] {
-        backward::<R>(grad, x, weight, mean, std, dim)
+        backward::<R>(grad, x, weight, mean, std, addend, dim)
     }
 }
 
@@ -490,10 +524,13 @@ mod fusion {
 
     impl<B: FusionBackend + LayerNormKernels> Operation<B::FusionRuntime> for BackwardOp<B> {
         fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-            let ([grad, x, weight, mean, std], [dx, dw, db]) = self.desc.as_fixed();
-            let [grad, x, weight, mean, std] = [grad, x, weight, mean, std].map(|t| handles.get_float_tensor::<B>(t));
-            let outputs = B::layer_norm_backward(grad, x, weight, mean, std, self.dim);
-            for (ir, tensor) in [dx, dw, db].into_iter().zip(outputs) {
+            // Inputs `[grad, x, weight, μ, σ]`, then the addend where there is one.
+            let mut inputs: Vec<_> = self.desc.inputs.iter().map(|t| handles.get_float_tensor::<B>(t)).collect();
+            let addend = (inputs.len() == 6).then(|| inputs.pop().expect("six inputs"));
+            let [grad, x, weight, mean, std]: [_; 5] =
+                inputs.try_into().unwrap_or_else(|_| unreachable!("a layer-norm backward has 5 or 6 inputs"));
+            let outputs = B::layer_norm_backward(grad, x, weight, mean, std, addend, self.dim);
+            for (ir, tensor) in self.desc.outputs.iter().zip(outputs) {
                 handles.register_float_tensor::<B>(&ir.id, tensor);
             }
         }
@@ -527,14 +564,16 @@ mod fusion {
             weight: FloatTensor<Self>,
             mean: FloatTensor<Self>,
             std: FloatTensor<Self>,
+            addend: Option<FloatTensor<Self>>,
             dim: usize,
         ) -> [FloatTensor<Self>; 3] {
             let (client, shape, dtype) = (x.client.clone(), x.shape(), x.dtype);
             let channels = Shape::new([shape[dim]]);
-            let streams = OperationStreams::with_inputs([&grad, &x, &weight, &mean, &std]);
+            let tensors: Vec<_> = [grad, x, weight, mean, std].into_iter().chain(addend).collect();
+            let streams = OperationStreams::with_inputs(&tensors);
             let out = |shape: Shape| TensorIr::uninit(client.create_empty_handle(), shape, dtype);
             let outputs = [out(shape.clone()), out(channels.clone()), out(channels)];
-            let inputs = [grad.into_ir(), x.into_ir(), weight.into_ir(), mean.into_ir(), std.into_ir()];
+            let inputs: Vec<_> = tensors.into_iter().map(|t| t.into_ir()).collect();
             let desc = CustomOpIr::new("maxxvit_layer_norm_backward", &inputs, &outputs);
             let op = BackwardOp::<B> { desc: desc.clone(), dim, _backend: PhantomData };
             three(client.register(streams, OperationIr::Custom(desc), op))

@@ -17,7 +17,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::Tensor;
 
@@ -30,9 +30,16 @@ type LayerNormFn<B, const D: usize> = fn(Tensor<B, D>, Tensor<B, 1>, Tensor<B, 1
 /// (`super::cube_norm`); the node uses it where it is registered.
 pub(super) type ForwardKernel<B> =
     fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, f64) -> [FloatTensor<B>; 3];
-/// Its backward, `(grad, x, weight, μ, σ, dim) -> [dx, dw, db]`.
-pub(super) type BackwardKernel<B> =
-    fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize) -> [FloatTensor<B>; 3];
+/// Its backward, `(grad, x, weight, μ, σ, addend, dim) -> [dx + addend, dw, db]`.
+pub(super) type BackwardKernel<B> = fn(
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+    usize,
+) -> [FloatTensor<B>; 3];
 
 /// Route the layer norms of models on `Autodiff<I>` through [`LayerNormBackward`].
 pub(super) fn register<I: Backend>() {
@@ -129,11 +136,20 @@ impl<I: Backend, const D: usize> Backward<I, 3> for LayerNormBackward<D> {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<I>(&ops.node);
         let (NormSaved { x, weight, mean, std }, dim) = (ops.state, self.dim);
-        let x = checkpointer.retrieve_node_output(x);
+        let x: FloatTensor<I> = checkpointer.retrieve_node_output(x);
         let [x_node, weight_node, bias_node] = ops.parents;
         if self.kernel {
             let backward = super::registered_op::<BackwardKernel<I>>().expect("seen by the forward");
-            let [dx, dw, db] = backward(grad, x, weight, mean, std, dim);
+            // The gradient x already has from its other readers (the residual add after a
+            // pre-norm block's input, processed first) goes into the kernel's dx write, instead
+            // of the add `register` would launch (issue 11).
+            let addend = x_node.as_ref().and_then(|node| {
+                // Gradients::remove finds a gradient by the tensor's node alone.
+                let mut tensor = <Autodiff<I> as AutodiffBackend>::from_inner(x.clone());
+                tensor.node = node.clone();
+                grads.remove::<I>(&tensor)
+            });
+            let [dx, dw, db] = backward(grad, x, weight, mean, std, addend, dim);
             for (node, g) in [x_node, weight_node, bias_node].into_iter().zip([dx, dw, db]) {
                 if let Some(node) = node {
                     grads.register::<I>(node.id, g);
