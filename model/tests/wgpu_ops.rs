@@ -253,6 +253,58 @@ fn mlp_token_path_matches_the_per_linear_path_and_flex() {
     }
 }
 
+/// timm's `Downsample2d` (2x2 average pool, then a biased 1x1 expand) over an NCHW map in
+/// training: `Downsample2d::forward`, whose expand runs as one matmul over channels-last tokens
+/// where every contraction is a multiple of 16, or the pool and Burn's 1x1 conv; the output and
+/// the gradients of the map, the weight and the bias.
+struct DownsampleProbe {
+    size: usize,
+    channels: usize,
+    out: usize,
+    ours: bool,
+}
+
+impl Probe for DownsampleProbe {
+    fn run<B: AutodiffBackend>(&self, d: &B::Device) -> Vec<f32> {
+        use model::config::{PaddingMode, PoolType};
+        use model::layers::{pool2d, Conv2d, Downsample2d};
+        let (c, out) = (self.channels, self.out);
+        let expand = Conv2d {
+            weight: Param::from_tensor(Tensor::<B, 4>::from_data(data(&[out, c, 1, 1], 81, 0.3), d)),
+            bias: Some(Param::from_tensor(Tensor::<B, 1>::from_data(data(&[out], 82, 0.3), d))),
+            stride: 1,
+            groups: 1,
+            padding: PaddingMode::Symmetric,
+        };
+        let down = Downsample2d { expand: Some(expand), pool: PoolType::Avg2, padding: PaddingMode::Symmetric };
+        let x = Tensor::<B, 4>::from_data(data(&[2, c, self.size, self.size], 83, 1.0), d).require_grad();
+        let y = if self.ours {
+            down.forward(x.clone())
+        } else {
+            down.expand.as_ref().unwrap().forward(pool2d(x.clone(), PoolType::Avg2, PaddingMode::Symmetric))
+        };
+        let conv = down.expand.as_ref().unwrap();
+        output_and_grads(y, 84, |g| {
+            vec![
+                values(x.grad(g).unwrap()),
+                values(conv.weight.val().grad(g).unwrap()),
+                values(conv.bias.as_ref().unwrap().val().grad(g).unwrap()),
+            ]
+        })
+    }
+}
+
+/// The downsample's token path equals the pool + 1x1 conv on flex, and flex on fused and unfused
+/// wgpu, where it is taken (32 → 64 channels, 32 tokens) and where it is not (24 channels).
+#[test]
+fn downsample_token_path_matches_the_conv_and_flex() {
+    for (size, channels, out) in [(8, 32, 64), (8, 24, 48)] {
+        let ours = DownsampleProbe { size, channels, out, ours: true };
+        let what = format!("downsample {size}px {channels} -> {out}");
+        assert_matches_composition(&ours, &DownsampleProbe { ours: false, ..ours }, &what);
+    }
+}
+
 /// Our depthwise op (a weight gradient in constant launches, not Burn's loop over channels) equals
 /// Burn's conv2d on flex, and flex on fused and unfused wgpu (where the build has it, through our
 /// CubeCL weight and bias gradient, `layers::cube_depthwise`), for the family's depthwise convs:

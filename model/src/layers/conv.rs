@@ -132,6 +132,18 @@ impl<B: Backend> Conv2d<B> {
 }
 
 impl<B: Backend> Conv2d<B> {
+    /// Whether this conv, applied to an NCHW map of `dims`, can run as [`Self::forward_tokens`]
+    /// exactly: 1x1, stride 1, ungrouped, and every contraction of its matmuls (input and
+    /// output widths, the token count) a multiple of 16 (docs/burn_faults.md §6).
+    pub fn tokens_are_exact(&self, [n, _, h, w]: [usize; 4]) -> bool {
+        let [out_ch, in_ch, kh, kw] = self.weight.lazy_shape().dims::<4>();
+        kh == 1
+            && kw == 1
+            && self.stride == 1
+            && self.groups == 1
+            && [n * h * w, in_ch, out_ch].iter().all(|k| k % 16 == 0)
+    }
+
     /// A 1x1, stride-1, ungrouped conv applied to channels-last tokens `[rows, in]`: the same
     /// values as [`Conv2d::forward`] on the NCHW map, as one matmul. Burn's 1x1 conv lowers to
     /// its own im2col copy, matmul and bias kernel, and its backward to a col2im, copies and a
@@ -235,6 +247,14 @@ impl<B: Backend> Downsample2d<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = pool2d(x, self.pool, self.padding);
         match &self.expand {
+            Some(conv) if conv.tokens_are_exact(x.dims()) => {
+                // The 1x1 expand as one matmul over channels-last tokens (issue 11: Burn's 1x1
+                // conv backward is a col2im, packing copies and a direct conv).
+                let [n, c, h, w] = x.dims();
+                let tokens = conv.forward_tokens(x.permute([0, 2, 3, 1]).reshape([n * h * w, c]));
+                let c_out = tokens.dims()[1];
+                tokens.reshape([n, h, w, c_out]).permute([0, 3, 1, 2])
+            }
             Some(conv) => conv.forward(x),
             None => x,
         }
