@@ -141,7 +141,7 @@ impl<B: Backend> Conv2d<B> {
             && kw == 1
             && self.stride == 1
             && self.groups == 1
-            && [n * h * w, in_ch, out_ch].iter().all(|k| k % 16 == 0)
+            && super::matmuls_are_exact(&[n * h * w, in_ch, out_ch])
     }
 
     /// A 1x1, stride-1, ungrouped conv applied to channels-last tokens `[rows, in]`: the same
@@ -177,13 +177,7 @@ impl<B: Backend> Linear<B> {
     /// broadcast over unit dims) with a bias and an activation after it computes wrong values
     /// under fusion in training (Burn 0.21, `model/tests/wgpu_ops.rs`, docs/burn_faults.md).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dims = x.dims();
-        let (in_f, out_f) = (dims[D - 1], self.weight.lazy_shape().dims::<2>()[0]);
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let y = self.forward_2d(x.reshape([rows, in_f]));
-        let mut out = dims;
-        out[D - 1] = out_f;
-        y.reshape(out)
+        over_tokens(x, |tokens| self.forward_2d(tokens))
     }
 
     /// Over `[rows, in]` tokens.
@@ -197,6 +191,31 @@ impl<B: Backend> Linear<B> {
             None => linear(x, self.weight.val().transpose(), bias),
         }
     }
+}
+
+/// `f` over `x`'s `[.., C]` channels-last values viewed as `[rows, C]` tokens, its `[rows, C']`
+/// result viewed back with the leading dims of `x`.
+pub fn over_tokens<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = f(x.reshape([rows, dims[D - 1]]));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
+}
+
+/// An NCHW map as channels-last `[N·H·W, C]` tokens (one copy: the reshape of the permute).
+pub fn map_to_tokens<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+    let [n, c, h, w] = x.dims();
+    x.permute([0, 2, 3, 1]).reshape([n * h * w, c])
+}
+
+/// `[N·H·W, C]` tokens back to an NCHW map (a view).
+pub fn tokens_to_map<B: Backend>(tokens: Tensor<B, 2>, [n, h, w]: [usize; 3]) -> Tensor<B, 4> {
+    let c = tokens.dims()[1];
+    tokens.reshape([n, h, w, c]).permute([0, 3, 1, 2])
 }
 
 /// The pooling of timm's `Downsample2d` / `create_pool2d` for one `pool_type`.
@@ -250,10 +269,8 @@ impl<B: Backend> Downsample2d<B> {
             Some(conv) if conv.tokens_are_exact(x.dims()) => {
                 // The 1x1 expand as one matmul over channels-last tokens (issue 11: Burn's 1x1
                 // conv backward is a col2im, packing copies and a direct conv).
-                let [n, c, h, w] = x.dims();
-                let tokens = conv.forward_tokens(x.permute([0, 2, 3, 1]).reshape([n * h * w, c]));
-                let c_out = tokens.dims()[1];
-                tokens.reshape([n, h, w, c_out]).permute([0, 3, 1, 2])
+                let [n, _, h, w] = x.dims();
+                tokens_to_map(conv.forward_tokens(map_to_tokens(x)), [n, h, w])
             }
             Some(conv) => conv.forward(x),
             None => x,

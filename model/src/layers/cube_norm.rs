@@ -80,15 +80,13 @@ pub fn register() {
     }
     #[cfg(feature = "cube-wgpu")]
     {
-        use burn::backend::wgpu::WgpuRuntime;
-        register_backend::<CubeBackend<WgpuRuntime, f32, i32, u32>>(true);
-        register_backend::<burn_fusion::Fusion<CubeBackend<WgpuRuntime, f32, i32, u32>>>(false);
+        register_backend::<WgpuCube>(true);
+        register_backend::<burn_fusion::Fusion<WgpuCube>>(false);
     }
     #[cfg(feature = "cube-cuda")]
     {
-        use burn::cubecl::cuda::CudaRuntime;
-        register_backend::<CubeBackend<CudaRuntime, f32, i32, u8>>(true);
-        register_backend::<burn_fusion::Fusion<CubeBackend<CudaRuntime, f32, i32, u8>>>(false);
+        register_backend::<CudaCube>(true);
+        register_backend::<burn_fusion::Fusion<CudaCube>>(false);
     }
     if std::env::var_os("MAXXVIT_OWN_KERNELS_FUSED").is_some() {
         register_fused();
@@ -98,10 +96,16 @@ pub fn register() {
 /// All our kernels for the fused CubeCL backends, the layer-norm forward included.
 pub fn register_fused() {
     #[cfg(feature = "cube-wgpu")]
-    register_backend::<burn_fusion::Fusion<CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>>>(true);
+    register_backend::<burn_fusion::Fusion<WgpuCube>>(true);
     #[cfg(feature = "cube-cuda")]
-    register_backend::<burn_fusion::Fusion<CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>>>(true);
+    register_backend::<burn_fusion::Fusion<CudaCube>>(true);
 }
+
+/// The unfused CubeCL backends of Burn's `Wgpu` and `Cuda` (their default element types).
+#[cfg(feature = "cube-wgpu")]
+type WgpuCube = CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+#[cfg(feature = "cube-cuda")]
+type CudaCube = CubeBackend<burn::cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
 fn register_backend<B>(layer_norm_forward: bool)
 where

@@ -123,13 +123,9 @@ impl<B: Backend> Mlp<B> {
     /// taken per linear, each reshape closed a fused block and the bias adds and the activation
     /// were launches of their own). The same values either way.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dims = x.dims();
-        let rows = dims[..D - 1].iter().product::<usize>();
+        let rows = x.dims()[..D - 1].iter().product::<usize>();
         if D > 2 && self.tokens_are_exact(rows) {
-            let y = self.forward_tokens(x.reshape([rows, dims[D - 1]]));
-            let mut out = dims;
-            out[D - 1] = y.dims()[1];
-            return y.reshape(out);
+            return conv::over_tokens(x, |tokens| self.forward_tokens(tokens));
         }
         let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop1);
         dropout(self.fc2.forward(x), self.drop2)
@@ -140,13 +136,12 @@ impl<B: Backend> Mlp<B> {
         dropout(self.fc2.forward_2d(x), self.drop2)
     }
 
-    /// Whether every matmul of the token path, forward and backward, contracts over a multiple
-    /// of 16 (docs/burn_faults.md §6, as for [`ConvMlp`]'s token path): the input, hidden and
-    /// output widths and the token count.
+    /// Whether the token path's matmuls are exact ([`matmuls_are_exact`]): the input, hidden
+    /// and output widths and the token count.
     fn tokens_are_exact(&self, rows: usize) -> bool {
         let [hidden, c_in] = self.fc1.weight.lazy_shape().dims::<2>();
         let c_out = self.fc2.weight.lazy_shape().dims::<2>()[0];
-        [rows, c_in, hidden, c_out].iter().all(|k| k % 16 == 0)
+        matmuls_are_exact(&[rows, c_in, hidden, c_out])
     }
 }
 
@@ -182,24 +177,21 @@ impl<B: Backend> ConvMlp<B> {
     /// im2col copy Burn's first 1x1 conv makes too).
     /// Shapes outside [`ConvMlp::tokens_are_exact`] keep Burn's 1x1 convs.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
+        let [n, _, h, w] = x.dims();
         if !self.tokens_are_exact(n * h * w) {
             let x = dropout(self.act.apply(self.fc1.forward(x)), self.drop);
             return self.fc2.forward(x);
         }
-        let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-        self.tokens_to_map(self.forward_tokens(tokens), [n, h, w])
+        conv::tokens_to_map(self.forward_tokens(conv::map_to_tokens(x)), [n, h, w])
     }
 
-    /// Whether every matmul of the token path, forward and backward, contracts over a multiple
-    /// of 16: CubeCL's matmul is wrong on wgpu for some `k` of 8 or 24 (docs/burn_faults.md §6)
-    /// and exact at 16 and 32. The contractions are the input and hidden widths (forward), the
-    /// hidden and output widths (input gradients) and the token count (weight gradients). Every
-    /// production width is a multiple of 16; the tiny golden models' 8, 12 and 24 are not.
+    /// Whether the token path's matmuls are exact ([`matmuls_are_exact`]): the input and hidden
+    /// widths (forward), the hidden and output widths (input gradients) and the token count
+    /// (weight gradients).
     fn tokens_are_exact(&self, rows: usize) -> bool {
         let [hidden, c_in, _, _] = self.fc1.weight.lazy_shape().dims::<4>();
         let c_out = self.fc2.weight.lazy_shape().dims::<4>()[0];
-        [rows, c_in, hidden, c_out].iter().all(|k| k % 16 == 0)
+        matmuls_are_exact(&[rows, c_in, hidden, c_out])
     }
 
     /// `mlp(norm(x))`. A layer norm runs on the contiguous tokens the MLP reads anyway (the
@@ -211,10 +203,9 @@ impl<B: Backend> ConvMlp<B> {
     pub fn forward_normed(&self, x: Tensor<B, 4>, norm: &Norm2d<B>, ls: &Option<LayerScale<B>>) -> Tensor<B, 4> {
         match norm {
             Norm2d::Layer(ln) if self.tokens_are_exact(x.dims()[0] * x.dims()[2] * x.dims()[3]) => {
-                let [n, c, h, w] = x.dims();
-                let tokens = x.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-                let tokens = layer_norm::layer_norm(tokens, ln.weight.val(), ln.bias.val(), 1, ln.eps);
-                self.tokens_to_map(norm::layer_scale_tokens(ls, self.forward_tokens(tokens)), [n, h, w])
+                let [n, _, h, w] = x.dims();
+                let tokens = layer_norm::layer_norm(conv::map_to_tokens(x), ln.weight.val(), ln.bias.val(), 1, ln.eps);
+                conv::tokens_to_map(norm::layer_scale_tokens(ls, self.forward_tokens(tokens)), [n, h, w])
             }
             _ => norm::layer_scale_2d(ls, self.forward(norm.forward(x))),
         }
@@ -225,10 +216,12 @@ impl<B: Backend> ConvMlp<B> {
         let y = dropout(self.act.apply(self.fc1.forward_tokens(tokens)), self.drop);
         self.fc2.forward_tokens(y)
     }
+}
 
-    /// `[N·H·W, C]` tokens back to an NCHW map (a view).
-    fn tokens_to_map(&self, tokens: Tensor<B, 2>, [n, h, w]: [usize; 3]) -> Tensor<B, 4> {
-        let c = tokens.dims()[1];
-        tokens.reshape([n, h, w, c]).permute([0, 3, 1, 2])
-    }
+/// Whether matmuls contracting over each of `contractions` are exact on every CubeCL backend:
+/// CubeCL's matmul is wrong on wgpu for some `k` of 8 or 24 (docs/burn_faults.md §6) and exact
+/// at multiples of 16. Every production width is a multiple of 16; the tiny golden models' 8,
+/// 12 and 24 are not, so they keep the forms that do not depend on it.
+pub fn matmuls_are_exact(contractions: &[usize]) -> bool {
+    contractions.iter().all(|k| k % 16 == 0)
 }
